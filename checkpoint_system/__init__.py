@@ -1,0 +1,61 @@
+"""checkpoint_system: checkpoint, restore, fork and intervene in AG2 Classic group chats."""
+
+from .checkpoint_manager import CheckpointManager, default_session_dir
+from .errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CheckpointSaveError,
+    CorruptCheckpointError,
+    InvalidCheckpointError,
+    SessionLockedError,
+    TerminationCaptureWarning,
+    UnsupportedFormatError,
+)
+from .groupchat_manager import CheckpointingGroupChatManager
+from .model import (
+    FORMAT_VERSION,
+    AgentState,
+    CheckpointData,
+    GroupChatState,
+    ManagerState,
+    checkpoint_json_schema,
+)
+from .storage.files import FileSessionStore, read_checkpoint_file
+from .termination import (
+    TerminationCondition,
+    all_of,
+    any_of,
+    terminate_endswith,
+    terminate_exact,
+    terminate_on,
+    terminate_regex,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "AgentState",
+    "CheckpointData",
+    "CheckpointError",
+    "CheckpointManager",
+    "CheckpointNotFoundError",
+    "CheckpointSaveError",
+    "CheckpointingGroupChatManager",
+    "CorruptCheckpointError",
+    "FileSessionStore",
+    "GroupChatState",
+    "InvalidCheckpointError",
+    "ManagerState",
+    "SessionLockedError",
+    "TerminationCaptureWarning",
+    "TerminationCondition",
+    "UnsupportedFormatError",
+    "all_of",
+    "any_of",
+    "checkpoint_json_schema",
+    "default_session_dir",
+    "read_checkpoint_file",
+    "terminate_endswith",
+    "terminate_exact",
+    "terminate_on",
+    "terminate_regex",
+]

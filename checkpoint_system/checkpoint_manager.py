@@ -1,0 +1,253 @@
+"""``CheckpointManager``: the session-level API (take, save, list, load checkpoints; session documents).
+
+It turns AG2 objects into ``CheckpointData`` through ``snapshot`` and hands the data to a store; it never
+touches AG2 internals itself and never writes a file itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import CheckpointError, CheckpointSaveError
+from .model import FORMAT_VERSION, CheckpointData
+from .snapshot import conversation_snapshot, utc_timestamp
+from .storage.files import Durability, FileSessionStore, checkpoint_file_name, read_checkpoint_file
+from .versions import ag2_version, library_version
+
+if TYPE_CHECKING:
+    from autogen import ConversableAgent, GroupChat, GroupChatManager
+
+logger = logging.getLogger(__name__)
+
+SaveErrorPolicy = Literal["raise", "warn"]
+
+SESSION_METADATA = "session_metadata.json"
+CHAT_HISTORY = "chat_history.json"
+PROBLEM_STATEMENT = "problem_statement.txt"
+
+
+def default_session_dir(root: str | Path = "logs") -> Path:
+    """``<root>/session_YYYYMMDD_HHMMSS_ffffff``: unique per microsecond, sortable by start time."""
+    return Path(root) / datetime.now().strftime("session_%Y%m%d_%H%M%S_%f")
+
+
+class CheckpointManager:
+    """Checkpoints of one session directory.
+
+    Args:
+        session_dir: the session directory (created on first write). Defaults to a new
+            ``logs/session_<timestamp>``.
+        durability: ``"crash"`` (default) survives a killed process; ``"fsync"`` also survives power loss,
+            at the cost of a device flush per checkpoint.
+        on_save_error: ``"raise"`` (default) stops the chat with ``CheckpointSaveError`` when a checkpoint
+            cannot be written; ``"warn"`` logs a warning, records the failure in ``session_metadata.json``
+            and lets the chat go on (the next successful checkpoint is complete again).
+        parent_checkpoint_id: lineage of the first checkpoint (set for continuations).
+        problem_context: a description of the task, saved in metadata and ``problem_statement.txt``.
+    """
+
+    def __init__(
+        self,
+        session_dir: str | Path | None = None,
+        *,
+        durability: Durability = "crash",
+        on_save_error: SaveErrorPolicy = "raise",
+        parent_checkpoint_id: str | None = None,
+        problem_context: str = "",
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if on_save_error not in ("raise", "warn"):
+            raise ValueError(f"on_save_error must be 'raise' or 'warn', not {on_save_error!r}")
+        self.session_dir = Path(session_dir) if session_dir is not None else default_session_dir()
+        self.store = FileSessionStore(self.session_dir, durability=durability)
+        self.on_save_error: SaveErrorPolicy = on_save_error
+        self.problem_context = problem_context
+        self.last_checkpoint_id: str | None = parent_checkpoint_id
+        self.failed_saves: list[dict[str, Any]] = []
+        self._next_step: int | None = None
+        self._checkpoint_count = 0
+        self._session_metadata: dict[str, Any] = {
+            "session_id": self.session_id,
+            "format_version": FORMAT_VERSION,
+            "library_version": library_version(),
+            "ag2_version": ag2_version(),
+            "created_at": utc_timestamp(),
+            "status": "created",
+            "durability": durability,
+            "on_save_error": on_save_error,
+            "problem_context": problem_context,
+            "parent_checkpoint_id": parent_checkpoint_id,
+            **(metadata or {}),
+        }
+
+    @property
+    def session_id(self) -> str:
+        """The session directory's name."""
+        return self.session_dir.name
+
+    # -- taking and saving ----------------------------------------------------------------------------
+    def next_step_number(self) -> int:
+        """The step number the next checkpoint will get (continues an existing session)."""
+        if self._next_step is None:
+            self._next_step = self.store.next_step_number()
+        return self._next_step
+
+    def create_conversation_checkpoint(
+        self,
+        agents: Sequence[ConversableAgent],
+        manager: GroupChatManager | None,
+        messages: Sequence[dict[str, Any]],
+        step_number: int,
+        context: str,
+        *,
+        groupchat: GroupChat | None = None,
+        round_index: int | None = None,
+        run_start_index: int = 0,
+        metadata: dict[str, Any] | None = None,
+    ) -> CheckpointData:
+        """Snapshot the given agents, manager and messages (nothing is written)."""
+        timestamp = utc_timestamp()
+        checkpoint_id = checkpoint_file_name(step_number, context, timestamp)[: -len(".json")]
+        return conversation_snapshot(
+            agents=agents,
+            manager=manager,
+            messages=messages,
+            checkpoint_id=checkpoint_id,
+            step_number=step_number,
+            context=context,
+            timestamp=timestamp,
+            groupchat=groupchat,
+            round_index=round_index,
+            run_start_index=run_start_index,
+            parent_checkpoint_id=self.last_checkpoint_id,
+            session_id=self.session_id,
+            metadata={
+                "session_dir": str(self.session_dir),
+                "problem_context": self.problem_context,
+                **(metadata or {}),
+            },
+        )
+
+    def save_checkpoint(self, checkpoint_data: CheckpointData) -> bool:
+        """Save a checkpoint. True on success; on failure raises or warns per ``on_save_error``."""
+        return self._save(checkpoint_data, trusted_prefix=False) is not None
+
+    def take_checkpoint(
+        self,
+        *,
+        agents: Sequence[ConversableAgent],
+        manager: GroupChatManager | None,
+        messages: Sequence[dict[str, Any]],
+        context: str,
+        groupchat: GroupChat | None = None,
+        round_index: int | None = None,
+        run_start_index: int = 0,
+        metadata: dict[str, Any] | None = None,
+        live: bool = False,
+    ) -> str | None:
+        """Snapshot and save in one step; returns the checkpoint id (None if a save failed under "warn").
+
+        ``live=True`` tells the store that histories only grew since the previous checkpoint of this
+        manager (true while AG2 runs the chat), which keeps the cost per checkpoint flat.
+        """
+        data = self.create_conversation_checkpoint(
+            agents,
+            manager,
+            messages,
+            self.next_step_number(),
+            context,
+            groupchat=groupchat,
+            round_index=round_index,
+            run_start_index=run_start_index,
+            metadata=metadata,
+        )
+        return self._save(data, trusted_prefix=live)
+
+    def _save(self, data: CheckpointData, *, trusted_prefix: bool) -> str | None:
+        try:
+            path = self.store.save(data, trusted_prefix=trusted_prefix)
+        except CheckpointError as exc:
+            return self._save_failed(data, exc)
+        checkpoint_id = path.stem
+        self.last_checkpoint_id = checkpoint_id
+        self._next_step = max(self.next_step_number(), data.step_number) + 1
+        self._checkpoint_count += 1
+        self.update_session_metadata(
+            status=self._session_metadata.get("status") if data.context != "conversation_start" else "running",
+            latest_checkpoint=checkpoint_id,
+            checkpoint_count=self._checkpoint_count,
+        )
+        return checkpoint_id
+
+    def _save_failed(self, data: CheckpointData, exc: CheckpointError) -> None:
+        failure = {"step_number": data.step_number, "context": data.context, "error": str(exc)}
+        self.failed_saves.append(failure)
+        if self.on_save_error == "raise":
+            raise exc if isinstance(exc, CheckpointSaveError) else CheckpointSaveError(str(exc)) from exc
+        warnings.warn(f"checkpoint not saved: {exc}", RuntimeWarning, stacklevel=3)
+        logger.warning("checkpoint %s (%s) not saved: %s", data.step_number, data.context, exc)
+        try:
+            self.update_session_metadata(failed_saves=self.failed_saves)
+        except OSError:
+            pass
+        return None
+
+    # -- session documents ----------------------------------------------------------------------------
+    def update_session_metadata(self, **fields: Any) -> Path:
+        """Merge ``fields`` into ``session_metadata.json`` and rewrite it atomically."""
+        self._session_metadata.update(fields, updated_at=utc_timestamp())
+        return self.store.write_json(SESSION_METADATA, self._session_metadata)
+
+    def save_checkpoints_metadata(self) -> Path:
+        """Write ``session_metadata.json`` with the full, ordered list of this session's checkpoints."""
+        checkpoints = self.list_checkpoints()
+        return self.update_session_metadata(
+            checkpoints=checkpoints,
+            checkpoint_count=len(checkpoints),
+            latest_checkpoint=checkpoints[-1] if checkpoints else None,
+        )
+
+    def save_chat_history(self, messages: Sequence[dict[str, Any]]) -> Path:
+        """Write the group chat transcript to ``chat_history.json``."""
+        return self.store.write_json(CHAT_HISTORY, list(messages))
+
+    def save_problem_statement(self, text: str) -> Path:
+        """Write ``problem_statement.txt``."""
+        return self.store.write_text(PROBLEM_STATEMENT, text)
+
+    @property
+    def session_metadata(self) -> dict[str, Any]:
+        """The session metadata as last written."""
+        return dict(self._session_metadata)
+
+    # -- reading --------------------------------------------------------------------------------------
+    def list_checkpoints(self) -> list[str]:
+        """Checkpoint ids of this session, in step order."""
+        return self.store.list_checkpoints()
+
+    def latest_checkpoint_id(self) -> str | None:
+        """The id of the newest checkpoint on disk, or None."""
+        ids = self.list_checkpoints()
+        return ids[-1] if ids else None
+
+    def load_checkpoint(self, checkpoint_id: str) -> CheckpointData:
+        """Load a checkpoint of this session by id (or by path)."""
+        return self.store.load(checkpoint_id)
+
+    def checkpoint_path(self, checkpoint_id: str) -> Path:
+        """The file that holds a checkpoint of this session."""
+        return self.store.path_of(checkpoint_id)
+
+    @staticmethod
+    def load_checkpoint_file(path: str | Path) -> CheckpointData:
+        """Load a checkpoint from its file path, wherever its session is."""
+        return read_checkpoint_file(path)
+
+    def close(self) -> None:
+        """Release the session's writer lock and files."""
+        self.store.close()
