@@ -49,6 +49,9 @@ class CheckpointManager:
             and lets the chat go on (the next successful checkpoint is complete again).
         parent_checkpoint_id: lineage of the first checkpoint (set for continuations).
         problem_context: a description of the task, saved in metadata and ``problem_statement.txt``.
+        metadata: extra fields for ``session_metadata.json``.
+        checkpoint_metadata: extra fields for every checkpoint's ``metadata`` (e.g. lineage of a
+            continuation, interventions applied).
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class CheckpointManager:
         parent_checkpoint_id: str | None = None,
         problem_context: str = "",
         metadata: dict[str, Any] | None = None,
+        checkpoint_metadata: dict[str, Any] | None = None,
     ) -> None:
         if on_save_error not in ("raise", "warn"):
             raise ValueError(f"on_save_error must be 'raise' or 'warn', not {on_save_error!r}")
@@ -69,6 +73,7 @@ class CheckpointManager:
         self.problem_context = problem_context
         self.last_checkpoint_id: str | None = parent_checkpoint_id
         self.failed_saves: list[dict[str, Any]] = []
+        self.checkpoint_metadata = dict(checkpoint_metadata or {})
         self._next_step: int | None = None
         self._checkpoint_count = 0
         self._session_metadata: dict[str, Any] = {
@@ -129,6 +134,7 @@ class CheckpointManager:
             metadata={
                 "session_dir": str(self.session_dir),
                 "problem_context": self.problem_context,
+                **self.checkpoint_metadata,
                 **(metadata or {}),
             },
         )

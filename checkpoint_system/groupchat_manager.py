@@ -16,8 +16,10 @@ manager receives, or the end of the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 from autogen.io.base import IOStream
 
 from .checkpoint_manager import CHAT_HISTORY, CheckpointManager
+from .errors import CheckpointError
+from .model import CheckpointData
+from .rebuild import apply_agent_state
 
 
 class _TerminationTap:
@@ -58,11 +63,22 @@ class _Run:
         self.initiator = initiator
         self.start_index = len(groupchat.messages)
         self.checkpointed = self.start_index
+        self.delivered = True  # whether the newest message reached every agent
         self.tap = _TerminationTap(IOStream.get_default())
 
     @property
     def pending(self) -> bool:
         return len(self.groupchat.messages) > self.checkpointed
+
+
+@dataclass
+class _Resume:
+    """Where a loaded checkpoint left the loop: the message in flight, its speaker, the round budget."""
+
+    checkpoint: CheckpointData
+    speaker: Agent
+    message: dict[str, Any]
+    remaining_rounds: int
 
 
 class CheckpointingGroupChatManager(GroupChatManager):
@@ -98,6 +114,7 @@ class CheckpointingGroupChatManager(GroupChatManager):
         self.problem_context = problem_context or checkpoint_manager.problem_context
         self.last_termination_reason: str | None = None
         self._run: _Run | None = None
+        self._resume: _Resume | None = None
         self.replace_reply_func(GroupChatManager.run_chat, CheckpointingGroupChatManager._run_chat_checkpointed)
         self.replace_reply_func(
             GroupChatManager.a_run_chat, CheckpointingGroupChatManager._a_run_chat_checkpointed
@@ -196,14 +213,15 @@ class CheckpointingGroupChatManager(GroupChatManager):
             return
         targets = self._broadcast_targets(run)
         if targets and recipient is targets[-1]:
-            self._checkpoint_pending(run)
+            self._checkpoint_pending(run, delivered=True)
 
     def _flush_undelivered(self) -> None:
         run = self._run
         if run is not None and run.pending and not self._broadcast_targets(run):
-            self._checkpoint_pending(run)
+            self._checkpoint_pending(run, delivered=True)
 
-    def _checkpoint_pending(self, run: _Run) -> None:
+    def _checkpoint_pending(self, run: _Run, *, delivered: bool) -> None:
+        run.delivered = delivered
         self._checkpoint(run, "message_appended")
         run.checkpointed = len(run.groupchat.messages)
 
@@ -214,14 +232,14 @@ class CheckpointingGroupChatManager(GroupChatManager):
         if self.problem_context:
             self.checkpoint_manager.save_problem_statement(self.problem_context)
         self.checkpoint_manager.update_session_metadata(status="running")
-        self._checkpoint(run, "conversation_start")
+        self._checkpoint(run, "conversation_start", {"initiator": getattr(sender, "name", None)})
         return run
 
     def _end_run(self, run: _Run, error: BaseException | None = None) -> None:
         cm = self.checkpoint_manager
         if error is None:
-            if run.pending:
-                self._checkpoint_pending(run)
+            if run.pending:  # e.g. AG2's async loop ends on a termination message before broadcasting it
+                self._checkpoint_pending(run, delivered=False)
             reason = run.tap.reason or self._infer_termination_reason(run)
             self.last_termination_reason = reason
             self._checkpoint(run, "conversation_end", {"termination_reason": reason})
@@ -259,17 +277,115 @@ class CheckpointingGroupChatManager(GroupChatManager):
 
     def _checkpoint(self, run: _Run | None, context: str, metadata: dict[str, Any] | None = None) -> str | None:
         groupchat = run.groupchat if run else self.groupchat
-        start = run.start_index if run else 0
+        extra = {"delivered": run.delivered if run else True, **(metadata or {})}
         return self.checkpoint_manager.take_checkpoint(
             agents=self._snapshot_agents(run),
             manager=self,
             messages=groupchat.messages,
             context=context,
             groupchat=groupchat,
-            run_start_index=start,
-            metadata={"termination_reason": None, **(metadata or {})} if context == "conversation_end" else metadata,
+            run_start_index=run.start_index if run else 0,
+            metadata=extra,
             live=run is not None,
         )
+
+    # -- restoring ------------------------------------------------------------------------------------------
+    def load_checkpoint_state(self, checkpoint: CheckpointData, agents: Sequence[ConversableAgent]) -> None:
+        """Load a checkpoint's histories, counters and loop position into ``agents``, this manager and
+        its group chat, ready for ``continue_from_loaded_state``.
+
+        When the run resumes, the newest message is put back "in flight" (taken out of the group chat and
+        of the histories it was broadcast to) and handed to AG2's own loop, which appends and broadcasts it
+        again, exactly as the uninterrupted run did before going on.
+        """
+        peers: dict[str, Agent] = {agent.name: agent for agent in agents}
+        peers[self.name] = self
+        missing: set[str] = set()
+        for agent in agents:
+            state = checkpoint.agent_states.get(agent.name)
+            if state is not None:
+                missing.update(apply_agent_state(agent, state, peers))
+        if checkpoint.manager_state is None:
+            raise CheckpointError("the checkpoint has no manager state to continue from")
+        missing.update(apply_agent_state(self, checkpoint.manager_state, peers))
+        if missing:
+            raise CheckpointError(f"histories refer to agents that were not restored: {sorted(missing)}")
+        groupchat = self.groupchat
+        groupchat.messages[:] = [dict(m) for m in checkpoint.messages]
+        gc_state = checkpoint.groupchat_state
+        # New messages the uninterrupted run could still append after the one in flight.
+        max_round = gc_state.max_round if gc_state else groupchat.max_round
+        remaining = max_round - max(gc_state.round_index if gc_state else len(groupchat.messages), 1)
+        if groupchat.messages:
+            speaker_name = checkpoint.manager_state.current_speaker or groupchat.messages[-1].get("name")
+        else:
+            speaker_name = checkpoint.metadata.get("initiator")
+        speaker = peers.get(str(speaker_name))
+        if speaker is None:
+            raise CheckpointError(f"cannot tell who spoke the last message (speaker {speaker_name!r} not restored)")
+        history = self._oai_messages.get(speaker)
+        if not history:
+            raise CheckpointError(f"the manager holds no message from {speaker.name!r} to resume from")
+        self._last_speaker = speaker
+        self._resume = _Resume(checkpoint, speaker, history[-1], remaining)
+
+    def _put_in_flight(self, resume: _Resume) -> None:
+        """Take the newest message back out of the group chat and the histories it was broadcast to."""
+        self._oai_messages[resume.speaker].pop()
+        groupchat = self.groupchat
+        if not groupchat.messages:
+            return
+        groupchat.messages.pop()
+        if resume.checkpoint.metadata.get("delivered", True):
+            for agent in groupchat.agents:
+                if agent is not resume.speaker and isinstance(agent, ConversableAgent):
+                    received = agent._oai_messages.get(self)
+                    if received:
+                        received.pop()
+
+    def _prepare_resume(self, max_additional_rounds: int | None, force: bool) -> tuple[_Resume, GroupChat] | str:
+        resume = self._resume
+        if resume is None:
+            raise CheckpointError("no checkpoint loaded: use CheckpointRestorer or load_checkpoint_state first")
+        if self._is_termination_msg(resume.message) and not force and resume.checkpoint.messages:
+            return (
+                "the checkpoint's last message already meets the manager's termination condition; "
+                "nothing was continued (pass force=True / --force to continue anyway)"
+            )
+        rounds = resume.remaining_rounds if max_additional_rounds is None else max_additional_rounds
+        if rounds <= 0:
+            return "the chat's round budget is used up; ask for a number of additional rounds"
+        config = copy.copy(self.groupchat)
+        config.max_round = rounds + 1  # AG2 counts the message in flight, appended again, as a round
+        config.send_introductions = False  # the introductions are already in the restored histories
+        self._resume = None
+        self._put_in_flight(resume)
+        return resume, config
+
+    def continue_from_loaded_state(
+        self, max_additional_rounds: int | None = 10, *, force: bool = False
+    ) -> tuple[bool, str]:
+        """Run the loaded chat for at most ``max_additional_rounds`` new messages (``None``: the original
+        chat's remaining budget). Returns ``(continued, termination reason or why nothing ran)``."""
+        prepared = self._prepare_resume(max_additional_rounds, force)
+        if isinstance(prepared, str):
+            return False, prepared
+        resume, config = prepared
+        self.receive(resume.message, resume.speaker, request_reply=False, silent=True)
+        self._run_chat_checkpointed(self._oai_messages[resume.speaker], resume.speaker, config)
+        return True, self.last_termination_reason or ""
+
+    async def a_continue_from_loaded_state(
+        self, max_additional_rounds: int | None = 10, *, force: bool = False
+    ) -> tuple[bool, str]:
+        """Async ``continue_from_loaded_state`` (runs AG2's ``a_run_chat``)."""
+        prepared = self._prepare_resume(max_additional_rounds, force)
+        if isinstance(prepared, str):
+            return False, prepared
+        resume, config = prepared
+        await self.a_receive(resume.message, resume.speaker, request_reply=False, silent=True)
+        await self._a_run_chat_checkpointed(self._oai_messages[resume.speaker], resume.speaker, config)
+        return True, self.last_termination_reason or ""
 
     # -- public API ----------------------------------------------------------------------------------------
     def save_checkpoint(self, context: str = "manual") -> str | None:

@@ -1,0 +1,264 @@
+"""Interventions: edit, replace, remove or append a group chat message in a checkpoint before continuing.
+
+An intervention changes the group chat transcript *and* every copy of that message in the agents' and the
+manager's histories, located by position (never by matching content), then checks that no history pairs a
+tool result with a missing tool call, which LLM APIs reject. It works on ``CheckpointData`` only: pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .errors import CheckpointError
+from .model import AgentState, CheckpointData
+
+Action = Literal["edit", "replace", "remove", "append"]
+_TOOL_ROLES = ("tool", "function")
+
+
+class InterventionError(CheckpointError):
+    """The intervention cannot be applied (bad index, misaligned history, broken tool-call pairs)."""
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """One change to the transcript. ``index`` is the 0-based position in the group chat messages."""
+
+    action: Action
+    index: int | None = None
+    content: str | None = None
+    message: dict[str, Any] | None = field(default=None, hash=False)
+    speaker: str | None = None
+
+    @classmethod
+    def edit(cls, index: int, content: str) -> Intervention:
+        """Replace the content of message ``index`` (its speaker, role and tool fields stay)."""
+        return cls("edit", index=index, content=content)
+
+    @classmethod
+    def replace(cls, index: int, message: dict[str, Any]) -> Intervention:
+        """Replace message ``index`` by ``message`` (spoken by the same agent unless it names another)."""
+        return cls("replace", index=index, message=dict(message))
+
+    @classmethod
+    def remove(cls, index: int) -> Intervention:
+        """Remove message ``index`` from the transcript and from every history."""
+        return cls("remove", index=index)
+
+    @classmethod
+    def append(cls, content: str, speaker: str) -> Intervention:
+        """Add a new last message spoken by ``speaker``; the continuation goes on from it."""
+        return cls("append", content=content, speaker=speaker)
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-able description, stored in continuation metadata and checkpoints."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) if isinstance(part, dict) else str(part) for part in content)
+    return str(content)
+
+
+def _speaker_of(data: CheckpointData, index: int) -> str:
+    message = data.messages[index]
+    name = message.get("name")
+    if isinstance(name, str) and name in data.agent_states:
+        return name
+    if index == len(data.messages) - 1 and data.manager_state and data.manager_state.current_speaker:
+        return data.manager_state.current_speaker
+    raise InterventionError(f"cannot tell which agent spoke message {index}")
+
+
+def _delivered(data: CheckpointData) -> bool:
+    return bool(data.metadata.get("delivered", True))
+
+
+def _manager_name(data: CheckpointData) -> str:
+    if data.manager_state is None:
+        raise InterventionError("the checkpoint has no manager state")
+    return data.manager_state.name
+
+
+def _agent_positions(data: CheckpointData, agent: AgentState) -> dict[int, int]:
+    """Map group chat message index -> index in the agent's history with the manager."""
+    history = agent.oai_messages.get(_manager_name(data))
+    if history is None:
+        return {}
+    count = len(data.messages)
+    last_speaker = data.manager_state.current_speaker if data.manager_state else None
+    if count and not _delivered(data) and agent.name != last_speaker:
+        count -= 1  # the last message never reached this agent
+    offset = len(history) - count
+    if offset < 0:
+        raise InterventionError(
+            f"agent {agent.name!r} holds {len(history)} messages, fewer than the group chat's {count}"
+        )
+    return {j: offset + j for j in range(count)}
+
+
+def _manager_positions(data: CheckpointData) -> dict[int, tuple[str, int]]:
+    """Map group chat message index -> (speaker, index in the manager's history with that speaker)."""
+    assert data.manager_state is not None
+    by_speaker: dict[str, list[int]] = {}
+    for j in range(len(data.messages)):
+        try:
+            by_speaker.setdefault(_speaker_of(data, j), []).append(j)
+        except InterventionError:
+            continue
+    positions: dict[int, tuple[str, int]] = {}
+    for speaker, indices in by_speaker.items():
+        history = data.manager_state.oai_messages.get(speaker, [])
+        offset = len(history) - len(indices)
+        if offset < 0:
+            continue
+        for k, j in enumerate(indices):
+            positions[j] = (speaker, offset + k)
+    return positions
+
+
+def _check_aligned(where: str, entry: dict[str, Any], message: dict[str, Any], index: int) -> None:
+    same = _text(entry.get("content")) == _text(message.get("content")) and entry.get("tool_calls") == message.get(
+        "tool_calls"
+    )
+    if not same:
+        raise InterventionError(
+            f"{where}: the entry at the position of message {index} does not hold that message; the history "
+            "was changed outside the group chat (e.g. a guardrail or clear-history), so the edit would be unsafe"
+        )
+
+
+def _as_entry(message: dict[str, Any], role: str) -> dict[str, Any]:
+    entry = {k: v for k, v in message.items() if v is not None or k == "content"}
+    if entry.get("role") not in _TOOL_ROLES:
+        entry["role"] = "assistant" if entry.get("tool_calls") or entry.get("function_call") else role
+    return entry
+
+
+def _apply_one(data: CheckpointData, change: Intervention) -> None:
+    manager = _manager_name(data)
+    if change.action == "append":
+        speaker = change.speaker
+        if not speaker or speaker not in data.agent_states:
+            raise InterventionError(f"append needs the name of a checkpointed agent as speaker, got {speaker!r}")
+        if not _delivered(data):
+            raise InterventionError("the last message was never delivered; continue from an earlier checkpoint")
+        message = {"content": change.content or "", "role": "user", "name": speaker}
+        data.messages.append(message)
+        for agent in data.agent_states.values():
+            history = agent.oai_messages.setdefault(manager, [])
+            history.append(_as_entry(message, "assistant" if agent.name == speaker else "user"))
+        assert data.manager_state is not None
+        data.manager_state.oai_messages.setdefault(speaker, []).append(dict(message))
+        data.manager_state.current_speaker = speaker
+        if data.groupchat_state is not None:
+            data.groupchat_state.round_index += 1
+        return
+    index = change.index
+    if index is None or not 0 <= index < len(data.messages):
+        raise InterventionError(f"message index {index} is out of range (0..{len(data.messages) - 1})")
+    original = data.messages[index]
+    speaker = _speaker_of(data, index)
+    if change.action == "edit":
+        if change.content is None:
+            raise InterventionError("edit needs content")
+        updated: dict[str, Any] | None = {**original, "content": change.content}
+    elif change.action == "replace":
+        if not change.message or not isinstance(change.message, dict):
+            raise InterventionError("replace needs a message object")
+        updated = {"role": original.get("role", "user"), **change.message, "name": speaker}
+        if not isinstance(updated.get("content"), (str, list)) and not updated.get("tool_calls"):
+            updated["content"] = _text(updated.get("content"))
+    elif change.action == "remove":
+        updated = None
+    else:
+        raise InterventionError(f"unknown intervention {change.action!r}")
+
+    targets: list[tuple[str, list[dict[str, Any]], int, str]] = []
+    for agent in data.agent_states.values():
+        position = _agent_positions(data, agent).get(index)
+        if position is not None:
+            history = agent.oai_messages[manager]
+            _check_aligned(f"agent {agent.name!r}", history[position], original, index)
+            targets.append((agent.name, history, position, "assistant" if agent.name == speaker else "user"))
+    manager_position = _manager_positions(data).get(index)
+    if manager_position is not None:
+        assert data.manager_state is not None
+        history = data.manager_state.oai_messages[manager_position[0]]
+        _check_aligned("the manager", history[manager_position[1]], original, index)
+        targets.append((manager, history, manager_position[1], "user"))
+
+    # Edit the histories from their ends backwards per list, so positions stay valid.
+    for _, history, position, role in sorted(targets, key=lambda t: -t[2]):
+        if updated is None:
+            del history[position]
+        else:
+            history[position] = _as_entry({**history[position], **updated}, role) if change.action == "edit" else (
+                _as_entry(updated, role)
+            )
+    if updated is None:
+        del data.messages[index]
+        if index == len(data.messages) and data.manager_state is not None:
+            data.manager_state.current_speaker = (
+                _speaker_of(data, index - 1) if data.messages else data.manager_state.current_speaker
+            )
+        if data.groupchat_state is not None:
+            data.groupchat_state.round_index = max(0, data.groupchat_state.round_index - 1)
+    else:
+        data.messages[index] = updated
+
+
+def tool_pair_problems(messages: Sequence[dict[str, Any]]) -> list[str]:
+    """Problems an OpenAI-style API would reject: tool results without their call, calls without results."""
+    problems: list[str] = []
+    open_calls: set[str] = set()
+    open_at: int | None = None
+    for i, message in enumerate(messages):
+        responses = message.get("tool_responses")
+        ids: list[str] = []
+        if isinstance(responses, list):
+            ids = [str(r.get("tool_call_id")) for r in responses if isinstance(r, dict)]
+        elif message.get("role") == "tool" and message.get("tool_call_id"):
+            ids = [str(message["tool_call_id"])]
+        if ids or message.get("role") == "tool":
+            for call_id in ids:
+                if call_id not in open_calls:
+                    problems.append(f"message {i} answers tool call {call_id!r}, which no earlier message made")
+            open_calls -= set(ids)
+            continue
+        if open_calls and open_at is not None:
+            problems.append(f"message {open_at} made tool calls {sorted(open_calls)} that are never answered")
+        calls = message.get("tool_calls") or []
+        open_calls = {str(c.get("id")) for c in calls if isinstance(c, dict) and c.get("id")}
+        open_at = i if open_calls else None
+    return problems
+
+
+def _all_tool_pair_problems(data: CheckpointData) -> list[str]:
+    histories = {"the group chat": data.messages}
+    for agent in [*data.agent_states.values(), *([data.manager_state] if data.manager_state else [])]:
+        for peer, history in agent.oai_messages.items():
+            histories[f"{agent.name!r}'s history with {peer!r}"] = history
+    return [f"{where}: {problem}" for where, history in histories.items() for problem in tool_pair_problems(history)]
+
+
+def apply_interventions(data: CheckpointData, interventions: Iterable[Intervention]) -> CheckpointData:
+    """A copy of ``data`` with the interventions applied in order, checked for tool-call consistency."""
+    changes = list(interventions)
+    if not changes:
+        return data
+    result = data.model_copy(deep=True)
+    for change in changes:
+        _apply_one(result, change)
+    before = _all_tool_pair_problems(data)
+    problems = [problem for problem in _all_tool_pair_problems(result) if problem not in before]
+    if problems:
+        raise InterventionError("the intervention would leave broken tool-call pairs: " + "; ".join(problems[:5]))
+    records = [change.to_record() for change in changes]
+    result.metadata = {**result.metadata, "interventions": [*result.metadata.get("interventions", []), *records]}
+    return result
