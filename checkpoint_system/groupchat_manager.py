@@ -339,9 +339,9 @@ class CheckpointingGroupChatManager(GroupChatManager):
         if resume.checkpoint.metadata.get("delivered", True):
             for agent in groupchat.agents:
                 if agent is not resume.speaker and isinstance(agent, ConversableAgent):
-                    received = agent._oai_messages.get(self)
-                    if received:
-                        received.pop()
+                    for history in (agent._oai_messages.get(self), self._oai_messages.get(agent)):
+                        if history:  # the receiver's copy, and the manager's record of sending it
+                            history.pop()
 
     def _prepare_resume(self, max_additional_rounds: int | None, force: bool) -> tuple[_Resume, GroupChat] | str:
         resume = self._resume

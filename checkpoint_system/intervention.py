@@ -85,41 +85,19 @@ def _manager_name(data: CheckpointData) -> str:
     return data.manager_state.name
 
 
-def _agent_positions(data: CheckpointData, agent: AgentState) -> dict[int, int]:
-    """Map group chat message index -> index in the agent's history with the manager."""
-    history = agent.oai_messages.get(_manager_name(data))
-    if history is None:
-        return {}
+def _positions(data: CheckpointData, history: list[dict[str, Any]], receives_last: bool) -> dict[int, int]:
+    """Map group chat message index -> index in a history that holds one entry per group chat message.
+
+    Every agent's history with the manager, and the manager's history with every agent, hold each group
+    chat message once, in order, after any preamble (introductions, earlier chats): align from the end.
+    """
     count = len(data.messages)
-    last_speaker = data.manager_state.current_speaker if data.manager_state else None
-    if count and not _delivered(data) and agent.name != last_speaker:
-        count -= 1  # the last message never reached this agent
+    if count and not _delivered(data) and not receives_last:
+        count -= 1  # the last message never reached this history
     offset = len(history) - count
     if offset < 0:
-        raise InterventionError(
-            f"agent {agent.name!r} holds {len(history)} messages, fewer than the group chat's {count}"
-        )
+        raise InterventionError(f"a history holds {len(history)} messages, fewer than the group chat's {count}")
     return {j: offset + j for j in range(count)}
-
-
-def _manager_positions(data: CheckpointData) -> dict[int, tuple[str, int]]:
-    """Map group chat message index -> (speaker, index in the manager's history with that speaker)."""
-    assert data.manager_state is not None
-    by_speaker: dict[str, list[int]] = {}
-    for j in range(len(data.messages)):
-        try:
-            by_speaker.setdefault(_speaker_of(data, j), []).append(j)
-        except InterventionError:
-            continue
-    positions: dict[int, tuple[str, int]] = {}
-    for speaker, indices in by_speaker.items():
-        history = data.manager_state.oai_messages.get(speaker, [])
-        offset = len(history) - len(indices)
-        if offset < 0:
-            continue
-        for k, j in enumerate(indices):
-            positions[j] = (speaker, offset + k)
-    return positions
 
 
 def _check_aligned(where: str, entry: dict[str, Any], message: dict[str, Any], index: int) -> None:
@@ -150,11 +128,14 @@ def _apply_one(data: CheckpointData, change: Intervention) -> None:
             raise InterventionError("the last message was never delivered; continue from an earlier checkpoint")
         message = {"content": change.content or "", "role": "user", "name": speaker}
         data.messages.append(message)
-        for agent in data.agent_states.values():
-            history = agent.oai_messages.setdefault(manager, [])
-            history.append(_as_entry(message, "assistant" if agent.name == speaker else "user"))
         assert data.manager_state is not None
-        data.manager_state.oai_messages.setdefault(speaker, []).append(dict(message))
+        for agent in data.agent_states.values():
+            if manager not in agent.oai_messages:
+                continue
+            is_speaker = agent.name == speaker
+            agent.oai_messages[manager].append(_as_entry(message, "assistant" if is_speaker else "user"))
+            mirror = data.manager_state.oai_messages.setdefault(agent.name, [])
+            mirror.append(_as_entry(message, "user" if is_speaker else "assistant"))
         data.manager_state.current_speaker = speaker
         if data.groupchat_state is not None:
             data.groupchat_state.round_index += 1
@@ -179,28 +160,31 @@ def _apply_one(data: CheckpointData, change: Intervention) -> None:
     else:
         raise InterventionError(f"unknown intervention {change.action!r}")
 
-    targets: list[tuple[str, list[dict[str, Any]], int, str]] = []
+    last_speaker = data.manager_state.current_speaker if data.manager_state else None
+    targets: list[tuple[list[dict[str, Any]], int, str]] = []
     for agent in data.agent_states.values():
-        position = _agent_positions(data, agent).get(index)
+        history = agent.oai_messages.get(manager)
+        if history is None:
+            continue
+        position = _positions(data, history, agent.name == last_speaker).get(index)
         if position is not None:
-            history = agent.oai_messages[manager]
             _check_aligned(f"agent {agent.name!r}", history[position], original, index)
-            targets.append((agent.name, history, position, "assistant" if agent.name == speaker else "user"))
-    manager_position = _manager_positions(data).get(index)
-    if manager_position is not None:
-        assert data.manager_state is not None
-        history = data.manager_state.oai_messages[manager_position[0]]
-        _check_aligned("the manager", history[manager_position[1]], original, index)
-        targets.append((manager, history, manager_position[1], "user"))
+            targets.append((history, position, "assistant" if agent.name == speaker else "user"))
+            # The manager's history with this agent: it received the agent's own messages, sent the rest.
+            mirror = data.manager_state.oai_messages.get(agent.name) if data.manager_state else None
+            if mirror is not None:
+                mirror_position = _positions(data, mirror, agent.name == last_speaker).get(index)
+                if mirror_position is not None:
+                    _check_aligned(f"the manager (with {agent.name!r})", mirror[mirror_position], original, index)
+                    targets.append((mirror, mirror_position, "user" if agent.name == speaker else "assistant"))
 
-    # Edit the histories from their ends backwards per list, so positions stay valid.
-    for _, history, position, role in sorted(targets, key=lambda t: -t[2]):
+    for history, position, role in targets:  # one position per list: order does not matter
         if updated is None:
             del history[position]
+        elif change.action == "edit":
+            history[position] = {**history[position], "content": change.content}
         else:
-            history[position] = _as_entry({**history[position], **updated}, role) if change.action == "edit" else (
-                _as_entry(updated, role)
-            )
+            history[position] = _as_entry(updated, role)
     if updated is None:
         del data.messages[index]
         if index == len(data.messages) and data.manager_state is not None:

@@ -1,0 +1,155 @@
+"""Command line: ``python -m checkpoint_system {continue,list,show,schema} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+from .intervention import Intervention
+from .model import checkpoint_json_schema
+from .restorer import CheckpointRestorer
+from .storage.files import FileSessionStore, read_checkpoint_file
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """Import ``module:function`` (the user's own code, named on the command line)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"--factory must look like 'package.module:function', got {spec!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    module = importlib.import_module(module_name)
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise SystemExit(f"--factory {spec!r}: {attribute!r} is not a callable in {module_name}")
+    return factory  # type: ignore[no-any-return]
+
+
+def _interventions(args: argparse.Namespace) -> list[Intervention]:
+    changes: list[Intervention] = []
+    if args.edit is not None:
+        if args.content is None:
+            raise SystemExit("--edit needs --content")
+        changes.append(Intervention.edit(args.edit, args.content))
+    if args.replace is not None:
+        if args.message is None:
+            raise SystemExit("--replace needs --message '<json object>'")
+        try:
+            message = json.loads(args.message)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"--message is not valid JSON: {exc}") from exc
+        changes.append(Intervention.replace(args.replace, message))
+    if args.remove is not None:
+        changes.append(Intervention.remove(args.remove))
+    if args.append is not None:
+        if not args.speaker:
+            raise SystemExit("--append needs --as <agent name>")
+        changes.append(Intervention.append(args.append, args.speaker))
+    return changes
+
+
+def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``continue`` (shared with examples/continue_from_checkpoint.py)."""
+    parser.add_argument("checkpoint", type=Path, help="checkpoint .json file to continue from")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="at most this many new messages (default: remaining budget)"
+    )
+    parser.add_argument("--factory", help="build agents with your code: 'package.module:function'")
+    parser.add_argument("--edit", type=int, metavar="J", help="edit message J (0-based) before continuing")
+    parser.add_argument("--content", help="new content for --edit")
+    parser.add_argument("--replace", type=int, metavar="J", help="replace message J by --message")
+    parser.add_argument("--message", help="JSON object for --replace")
+    parser.add_argument("--remove", type=int, metavar="J", help="remove message J")
+    parser.add_argument("--append", metavar="TEXT", help="append a new message (spoken by --as)")
+    parser.add_argument("--as", dest="speaker", metavar="AGENT", help="speaker of --append")
+    parser.add_argument(
+        "--allow-code-execution", action="store_true", help="re-enable saved code execution configs"
+    )
+    parser.add_argument(
+        "--on-mismatch", choices=("refuse", "proceed"), default="refuse", help="when factory agents differ"
+    )
+    parser.add_argument("--force", action="store_true", help="continue even if the last message terminates")
+    parser.add_argument("--async", dest="use_async", action="store_true", help="drive the chat with a_run_chat")
+
+
+def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | None = None) -> int:
+    """Run a continuation from parsed arguments; prints where it went and returns an exit code."""
+    restorer = CheckpointRestorer(
+        agent_factory=load_factory(args.factory) if args.factory else None,
+        allow_code_execution=args.allow_code_execution,
+        on_mismatch=args.on_mismatch,
+        model_clients=model_clients,
+    )
+    changes = _interventions(args)
+    if args.use_async:
+        import asyncio
+
+        result = asyncio.run(
+            restorer.a_continue_from(args.checkpoint, args.rounds, interventions=changes, force=args.force)
+        )
+    else:
+        result = restorer.continue_from(args.checkpoint, args.rounds, interventions=changes, force=args.force)
+    for note in result.restored.report.notes + result.restored.report.mismatches:
+        print(f"note: {note}")
+    print(f"continuation directory: {result.directory}")
+    if not result.ok:
+        print(f"not continued: {result.reason}")
+        return 3
+    print(f"{len(result.new_messages)} new messages; ended: {result.reason}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    store = FileSessionStore(args.session)
+    ids = store.list_checkpoints()
+    if not ids:
+        print(f"no checkpoints in {args.session}")
+        return 1
+    for checkpoint_id in ids:
+        print(store.path_of(checkpoint_id))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    data = read_checkpoint_file(args.checkpoint)
+    print(f"{data.checkpoint_id}  step {data.step_number}  {data.context}  {data.timestamp}")
+    print(f"parent: {data.parent_checkpoint_id}  ag2 {data.ag2_version}  format {data.format_version}")
+    for index, message in enumerate(data.messages):
+        content = str(message.get("content") or message.get("tool_calls") or "")
+        print(f"  [{index}] {message.get('name', message.get('role'))}: {content[:100]!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m checkpoint_system", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_continue_arguments(sub.add_parser("continue", help="continue a chat from a checkpoint file"))
+    listing = sub.add_parser("list", help="list a session's checkpoint files in order")
+    listing.add_argument("session", type=Path)
+    show = sub.add_parser("show", help="print a checkpoint's transcript")
+    show.add_argument("checkpoint", type=Path)
+    sub.add_parser("schema", help="print the JSON Schema of CheckpointData")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.getLogger("autogen.oai.client").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "continue":
+            return run_continue(args)
+        if args.command == "list":
+            return _list(args)
+        if args.command == "show":
+            return _show(args)
+        print(json.dumps(checkpoint_json_schema(), indent=2))
+        return 0
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
