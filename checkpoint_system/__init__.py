@@ -12,6 +12,7 @@ from .errors import (
     UnsupportedFormatError,
 )
 from .groupchat_manager import CheckpointingGroupChatManager
+from .intervention import Intervention, InterventionError
 from .model import (
     FORMAT_VERSION,
     AgentState,
@@ -20,6 +21,8 @@ from .model import (
     ManagerState,
     checkpoint_json_schema,
 )
+from .rebuild import RestoreReport, RestoreWarning, RosterMismatchError
+from .restorer import CheckpointRestorer, ContinuationResult, RestoredChat
 from .storage.files import FileSessionStore, read_checkpoint_file
 from .termination import (
     TerminationCondition,
@@ -38,13 +41,21 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "CheckpointNotFoundError",
+    "CheckpointRestorer",
+    "ContinuationResult",
     "CheckpointSaveError",
     "CheckpointingGroupChatManager",
     "CorruptCheckpointError",
     "FileSessionStore",
     "GroupChatState",
+    "Intervention",
+    "InterventionError",
     "InvalidCheckpointError",
     "ManagerState",
+    "RestoreReport",
+    "RestoreWarning",
+    "RestoredChat",
+    "RosterMismatchError",
     "SessionLockedError",
     "TerminationCaptureWarning",
     "TerminationCondition",
