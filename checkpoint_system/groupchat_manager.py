@@ -250,14 +250,18 @@ class CheckpointingGroupChatManager(GroupChatManager):
         # The run raised: record what we can without masking the original exception.
         status = "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "error"
         details = {"type": type(error).__name__, "message": str(error)[:4000]}
-        try:
-            self._checkpoint(run, "error", {"error": details, "pending_messages": run.pending})
-            run.checkpointed = len(run.groupchat.messages)
-            cm.save_chat_history(run.groupchat.messages)
-            cm.save_checkpoints_metadata()
-            cm.update_session_metadata(status=status, error=details)
-        except Exception as secondary:  # noqa: BLE001 - the original error must propagate
-            error.add_note(f"checkpoint_system: the error checkpoint could not be saved: {secondary}")
+        steps = (
+            lambda: cm.update_session_metadata(status=status, error=details),
+            lambda: self._checkpoint(run, "error", {"error": details, "pending_messages": run.pending}),
+            lambda: cm.save_chat_history(run.groupchat.messages),
+            cm.save_checkpoints_metadata,
+        )
+        for step in steps:  # each independently: one failing write must not prevent the others
+            try:
+                step()
+            except Exception as secondary:  # noqa: BLE001 - the original error must propagate
+                error.add_note(f"checkpoint_system: could not record the error: {secondary}")
+        run.checkpointed = len(run.groupchat.messages)
 
     def _infer_termination_reason(self, run: _Run) -> str:
         messages = run.groupchat.messages

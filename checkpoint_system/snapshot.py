@@ -2,11 +2,15 @@
 
 Histories and message lists are copied shallowly: the message dicts are shared with the live chat, which
 lets a storage backend recognise what it already stored in O(1). The snapshot never mutates AG2 objects.
+
+Redacting an LLM config (~0.1 ms) and describing a termination callable (~0.2 ms) are memoised per object,
+so a checkpoint per message stays cheap: an agent's ``llm_config`` and ``is_termination_msg`` are treated as
+fixed once the agent exists (AG2 itself copies dict configs when the agent is created).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +22,32 @@ from .versions import ag2_version, library_version
 
 if TYPE_CHECKING:
     from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
+
+
+class _IdentityMemo:
+    """Results of a pure function of an object, keyed by the object's identity (held, so ids stay unique).
+
+    Results are shared between snapshots: treat them as read-only.
+    """
+
+    def __init__(self, function: Callable[[Any], Any], limit: int = 1024) -> None:
+        self._function = function
+        self._limit = limit
+        self._results: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, obj: Any) -> Any:
+        hit = self._results.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        result = self._function(obj)
+        if len(self._results) >= self._limit:
+            self._results.clear()
+        self._results[id(obj)] = (obj, result)
+        return result
+
+
+_redacted_llm_config = _IdentityMemo(redact_llm_config)
+_termination_record = _IdentityMemo(describe_termination)
 
 
 def _by_name(mapping: Mapping[Any, Any]) -> dict[str, Any]:
@@ -61,8 +91,8 @@ def _agent_fields(agent: ConversableAgent) -> dict[str, Any]:
         "agent_class": qualified_name(type(agent)),
         "system_message": to_jsonable(agent.system_message),
         "description": agent.description,
-        "llm_config": redact_llm_config(agent.llm_config),
-        "termination_pattern": describe_termination(getattr(agent, "_is_termination_msg", None)),
+        "llm_config": _redacted_llm_config(agent.llm_config),
+        "termination_pattern": _termination_record(getattr(agent, "_is_termination_msg", None)),
         "code_execution_config": _code_execution_record(agent),
         "human_input_mode": str(agent.human_input_mode),
         "max_consecutive_auto_reply": max_auto if isinstance(max_auto, int) else None,
