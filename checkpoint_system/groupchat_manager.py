@@ -238,30 +238,47 @@ class CheckpointingGroupChatManager(GroupChatManager):
     def _end_run(self, run: _Run, error: BaseException | None = None) -> None:
         cm = self.checkpoint_manager
         if error is None:
-            if run.pending:  # e.g. AG2's async loop ends on a termination message before broadcasting it
-                self._checkpoint_pending(run, delivered=False)
             reason = run.tap.reason or self._infer_termination_reason(run)
             self.last_termination_reason = reason
-            self._checkpoint(run, "conversation_end", {"termination_reason": reason})
-            cm.save_chat_history(run.groupchat.messages)
-            cm.save_checkpoints_metadata()
-            cm.update_session_metadata(status="completed", termination_reason=reason)
+            failure: BaseException | None = None
+            try:
+                if run.pending:  # e.g. AG2's async loop ends on a termination message before broadcasting it
+                    self._checkpoint_pending(run, delivered=False)
+                self._checkpoint(run, "conversation_end", {"termination_reason": reason})
+            except Exception as exc:  # recorded below, then raised: the session must not claim success
+                failure = exc
+            status = "completed" if failure is None else "error"
+            fields = {"termination_reason": reason} if failure is None else {"error": str(failure)}
+            self._record_outcome(run, status, fields, failure)
+            if failure is not None:
+                raise failure
             return
         # The run raised: record what we can without masking the original exception.
         status = "interrupted" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "error"
         details = {"type": type(error).__name__, "message": str(error)[:4000]}
+        try:
+            self._checkpoint(run, "error", {"error": details, "pending_messages": run.pending})
+        except Exception as secondary:  # noqa: BLE001 - the original error must propagate
+            error.add_note(f"checkpoint_system: the error checkpoint could not be saved: {secondary}")
+        run.checkpointed = len(run.groupchat.messages)
+        self._record_outcome(run, status, {"error": details}, error)
+
+    def _record_outcome(
+        self, run: _Run, status: str, fields: dict[str, Any], error: BaseException | None
+    ) -> None:
+        """Transcript and session metadata: each written independently, so one failure cannot stop the rest."""
+        cm = self.checkpoint_manager
         steps = (
-            lambda: cm.update_session_metadata(status=status, error=details),
-            lambda: self._checkpoint(run, "error", {"error": details, "pending_messages": run.pending}),
+            lambda: cm.update_session_metadata(status=status, failed_saves=cm.failed_saves, **fields),
             lambda: cm.save_chat_history(run.groupchat.messages),
             cm.save_checkpoints_metadata,
         )
-        for step in steps:  # each independently: one failing write must not prevent the others
+        for step in steps:
             try:
                 step()
-            except Exception as secondary:  # noqa: BLE001 - the original error must propagate
-                error.add_note(f"checkpoint_system: could not record the error: {secondary}")
-        run.checkpointed = len(run.groupchat.messages)
+            except Exception as secondary:  # noqa: BLE001 - reported on the error being raised
+                if error is not None:
+                    error.add_note(f"checkpoint_system: could not record the outcome: {secondary}")
 
     def _infer_termination_reason(self, run: _Run) -> str:
         messages = run.groupchat.messages

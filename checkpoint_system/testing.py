@@ -59,7 +59,10 @@ class DeterministicModelClient:
         self.calls += 1
         message = {"content": reply, "role": "assistant"} if isinstance(reply, str) else {"role": "assistant", **reply}
         choice = SimpleNamespace(message=SimpleNamespace(**{"content": None, "tool_calls": None, **message}))
-        return SimpleNamespace(choices=[choice], model=self.model, cost=0.0, usage=None)
+        return SimpleNamespace(
+            choices=[choice], model=self.model, cost=0.0, usage=None, id=f"det-{self.calls}",
+            message_retrieval_function=None,
+        )
 
     def message_retrieval(self, response: Any) -> list[Any]:
         retrieved = []
