@@ -6,6 +6,7 @@ touches AG2 internals itself and never writes a file itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Sequence
@@ -184,23 +185,23 @@ class CheckpointManager:
         self._next_step = max(self.next_step_number(), data.step_number) + 1
         self._checkpoint_count += 1
         self.update_session_metadata(
-            status=self._session_metadata.get("status") if data.context != "conversation_start" else "running",
+            status=self._session_metadata.get("status")
+            if data.context != "conversation_start"
+            else "running",
             latest_checkpoint=checkpoint_id,
             checkpoint_count=self._checkpoint_count,
         )
         return checkpoint_id
 
-    def _save_failed(self, data: CheckpointData, exc: CheckpointError) -> None:
+    def _save_failed(self, data: CheckpointData, exc: CheckpointError) -> str | None:
         failure = {"step_number": data.step_number, "context": data.context, "error": str(exc)}
         self.failed_saves.append(failure)
         if self.on_save_error == "raise":
             raise exc if isinstance(exc, CheckpointSaveError) else CheckpointSaveError(str(exc)) from exc
         warnings.warn(f"checkpoint not saved: {exc}", RuntimeWarning, stacklevel=3)
         logger.warning("checkpoint %s (%s) not saved: %s", data.step_number, data.context, exc)
-        try:
+        with contextlib.suppress(OSError):
             self.update_session_metadata(failed_saves=self.failed_saves)
-        except OSError:
-            pass
         return None
 
     # -- session documents ----------------------------------------------------------------------------

@@ -75,7 +75,9 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
         "--on-mismatch", choices=("refuse", "proceed"), default="refuse", help="when factory agents differ"
     )
     parser.add_argument("--force", action="store_true", help="continue even if the last message terminates")
-    parser.add_argument("--async", dest="use_async", action="store_true", help="drive the chat with a_run_chat")
+    parser.add_argument(
+        "--async", dest="use_async", action="store_true", help="drive the chat with a_run_chat"
+    )
 
 
 def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | None = None) -> int:

@@ -43,3 +43,9 @@ class SessionLockedError(CheckpointError):
 
 class TerminationCaptureWarning(UserWarning):
     """A custom termination callable could not be captured declaratively."""
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """Attach a note to an exception being propagated (PEP 678; appended to args before Python 3.11)."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)

@@ -17,7 +17,7 @@ manager receives, or the end of the run.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +27,7 @@ from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager
 from autogen.io.base import IOStream
 
 from .checkpoint_manager import CHAT_HISTORY, CheckpointManager
-from .errors import CheckpointError
+from .errors import CheckpointError, add_note
 from .model import CheckpointData
 from .rebuild import apply_agent_state
 
@@ -115,7 +115,9 @@ class CheckpointingGroupChatManager(GroupChatManager):
         self.last_termination_reason: str | None = None
         self._run: _Run | None = None
         self._resume: _Resume | None = None
-        self.replace_reply_func(GroupChatManager.run_chat, CheckpointingGroupChatManager._run_chat_checkpointed)
+        self.replace_reply_func(
+            GroupChatManager.run_chat, CheckpointingGroupChatManager._run_chat_checkpointed
+        )
         self.replace_reply_func(
             GroupChatManager.a_run_chat, CheckpointingGroupChatManager._a_run_chat_checkpointed
         )
@@ -236,7 +238,6 @@ class CheckpointingGroupChatManager(GroupChatManager):
         return run
 
     def _end_run(self, run: _Run, error: BaseException | None = None) -> None:
-        cm = self.checkpoint_manager
         if error is None:
             reason = run.tap.reason or self._infer_termination_reason(run)
             self.last_termination_reason = reason
@@ -258,17 +259,17 @@ class CheckpointingGroupChatManager(GroupChatManager):
         details = {"type": type(error).__name__, "message": str(error)[:4000]}
         try:
             self._checkpoint(run, "error", {"error": details, "pending_messages": run.pending})
-        except Exception as secondary:  # noqa: BLE001 - the original error must propagate
-            error.add_note(f"checkpoint_system: the error checkpoint could not be saved: {secondary}")
+        except Exception as secondary:
+            add_note(error, f"checkpoint_system: the error checkpoint could not be saved: {secondary}")
         run.checkpointed = len(run.groupchat.messages)
         self._record_outcome(run, status, {"error": details}, error)
 
     def _record_outcome(
         self, run: _Run, status: str, fields: dict[str, Any], error: BaseException | None
     ) -> None:
-        """Transcript and session metadata: each written independently, so one failure cannot stop the rest."""
+        """Write the transcript and session metadata, each independently: one failure cannot stop the rest."""
         cm = self.checkpoint_manager
-        steps = (
+        steps: tuple[Callable[[], object], ...] = (
             lambda: cm.update_session_metadata(status=status, failed_saves=cm.failed_saves, **fields),
             lambda: cm.save_chat_history(run.groupchat.messages),
             cm.save_checkpoints_metadata,
@@ -276,9 +277,9 @@ class CheckpointingGroupChatManager(GroupChatManager):
         for step in steps:
             try:
                 step()
-            except Exception as secondary:  # noqa: BLE001 - reported on the error being raised
+            except Exception as secondary:
                 if error is not None:
-                    error.add_note(f"checkpoint_system: could not record the outcome: {secondary}")
+                    add_note(error, f"checkpoint_system: could not record the outcome: {secondary}")
 
     def _infer_termination_reason(self, run: _Run) -> str:
         messages = run.groupchat.messages
@@ -296,7 +297,9 @@ class CheckpointingGroupChatManager(GroupChatManager):
             agents.append(initiator)
         return agents
 
-    def _checkpoint(self, run: _Run | None, context: str, metadata: dict[str, Any] | None = None) -> str | None:
+    def _checkpoint(
+        self, run: _Run | None, context: str, metadata: dict[str, Any] | None = None
+    ) -> str | None:
         groupchat = run.groupchat if run else self.groupchat
         extra = {"delivered": run.delivered if run else True, **(metadata or {})}
         return self.checkpoint_manager.take_checkpoint(
@@ -343,11 +346,13 @@ class CheckpointingGroupChatManager(GroupChatManager):
             speaker_name = checkpoint.metadata.get("initiator")
         speaker = peers.get(str(speaker_name))
         if speaker is None:
-            raise CheckpointError(f"cannot tell who spoke the last message (speaker {speaker_name!r} not restored)")
+            raise CheckpointError(
+                f"cannot tell who spoke the last message (speaker {speaker_name!r} not restored)"
+            )
         history = self._oai_messages.get(speaker)
         if not history:
             raise CheckpointError(f"the manager holds no message from {speaker.name!r} to resume from")
-        self._last_speaker = speaker
+        self._last_speaker = speaker  # type: ignore[assignment]
         self._resume = _Resume(checkpoint, speaker, history[-1], remaining)
 
     def _put_in_flight(self, resume: _Resume) -> None:
@@ -364,10 +369,14 @@ class CheckpointingGroupChatManager(GroupChatManager):
                         if history:  # the receiver's copy, and the manager's record of sending it
                             history.pop()
 
-    def _prepare_resume(self, max_additional_rounds: int | None, force: bool) -> tuple[_Resume, GroupChat] | str:
+    def _prepare_resume(
+        self, max_additional_rounds: int | None, force: bool
+    ) -> tuple[_Resume, GroupChat] | str:
         resume = self._resume
         if resume is None:
-            raise CheckpointError("no checkpoint loaded: use CheckpointRestorer or load_checkpoint_state first")
+            raise CheckpointError(
+                "no checkpoint loaded: use CheckpointRestorer or load_checkpoint_state first"
+            )
         if self._is_termination_msg(resume.message) and not force and resume.checkpoint.messages:
             return (
                 "the checkpoint's last message already meets the manager's termination condition; "

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from .errors import CheckpointError
-from .model import AgentState, CheckpointData
+from .model import CheckpointData
 
 Action = Literal["edit", "replace", "remove", "append"]
 _TOOL_ROLES = ("tool", "function")
@@ -96,18 +96,21 @@ def _positions(data: CheckpointData, history: list[dict[str, Any]], receives_las
         count -= 1  # the last message never reached this history
     offset = len(history) - count
     if offset < 0:
-        raise InterventionError(f"a history holds {len(history)} messages, fewer than the group chat's {count}")
+        raise InterventionError(
+            f"a history holds {len(history)} messages, fewer than the group chat's {count}"
+        )
     return {j: offset + j for j in range(count)}
 
 
 def _check_aligned(where: str, entry: dict[str, Any], message: dict[str, Any], index: int) -> None:
-    same = _text(entry.get("content")) == _text(message.get("content")) and entry.get("tool_calls") == message.get(
+    same = _text(entry.get("content")) == _text(message.get("content")) and entry.get(
         "tool_calls"
-    )
+    ) == message.get("tool_calls")
     if not same:
         raise InterventionError(
-            f"{where}: the entry at the position of message {index} does not hold that message; the history "
-            "was changed outside the group chat (e.g. a guardrail or clear-history), so the edit would be unsafe"
+            f"{where}: the entry at the position of message {index} does not hold that message; the "
+            "history was changed outside the group chat (e.g. a guardrail or clear-history), so the edit "
+            "would be unsafe"
         )
 
 
@@ -123,9 +126,13 @@ def _apply_one(data: CheckpointData, change: Intervention) -> None:
     if change.action == "append":
         speaker = change.speaker
         if not speaker or speaker not in data.agent_states:
-            raise InterventionError(f"append needs the name of a checkpointed agent as speaker, got {speaker!r}")
+            raise InterventionError(
+                f"append needs the name of a checkpointed agent as speaker, got {speaker!r}"
+            )
         if not _delivered(data):
-            raise InterventionError("the last message was never delivered; continue from an earlier checkpoint")
+            raise InterventionError(
+                "the last message was never delivered; continue from an earlier checkpoint"
+            )
         message = {"content": change.content or "", "role": "user", "name": speaker}
         data.messages.append(message)
         assert data.manager_state is not None
@@ -134,8 +141,8 @@ def _apply_one(data: CheckpointData, change: Intervention) -> None:
                 continue
             is_speaker = agent.name == speaker
             agent.oai_messages[manager].append(_as_entry(message, "assistant" if is_speaker else "user"))
-            mirror = data.manager_state.oai_messages.setdefault(agent.name, [])
-            mirror.append(_as_entry(message, "user" if is_speaker else "assistant"))
+            sent = data.manager_state.oai_messages.setdefault(agent.name, [])
+            sent.append(_as_entry(message, "user" if is_speaker else "assistant"))
         data.manager_state.current_speaker = speaker
         if data.groupchat_state is not None:
             data.groupchat_state.round_index += 1
@@ -171,12 +178,18 @@ def _apply_one(data: CheckpointData, change: Intervention) -> None:
             _check_aligned(f"agent {agent.name!r}", history[position], original, index)
             targets.append((history, position, "assistant" if agent.name == speaker else "user"))
             # The manager's history with this agent: it received the agent's own messages, sent the rest.
-            mirror = data.manager_state.oai_messages.get(agent.name) if data.manager_state else None
-            if mirror is not None:
+            mirror: list[dict[str, Any]] = (
+                data.manager_state.oai_messages.get(agent.name, []) if data.manager_state else []
+            )
+            if mirror:
                 mirror_position = _positions(data, mirror, agent.name == last_speaker).get(index)
                 if mirror_position is not None:
-                    _check_aligned(f"the manager (with {agent.name!r})", mirror[mirror_position], original, index)
-                    targets.append((mirror, mirror_position, "user" if agent.name == speaker else "assistant"))
+                    _check_aligned(
+                        f"the manager (with {agent.name!r})", mirror[mirror_position], original, index
+                    )
+                    targets.append(
+                        (mirror, mirror_position, "user" if agent.name == speaker else "assistant")
+                    )
 
     for history, position, role in targets:  # one position per list: order does not matter
         if updated is None:
@@ -212,7 +225,9 @@ def tool_pair_problems(messages: Sequence[dict[str, Any]]) -> list[str]:
         if ids or message.get("role") == "tool":
             for call_id in ids:
                 if call_id not in open_calls:
-                    problems.append(f"message {i} answers tool call {call_id!r}, which no earlier message made")
+                    problems.append(
+                        f"message {i} answers tool call {call_id!r}, which no earlier message made"
+                    )
             open_calls -= set(ids)
             continue
         if open_calls and open_at is not None:
@@ -228,7 +243,11 @@ def _all_tool_pair_problems(data: CheckpointData) -> list[str]:
     for agent in [*data.agent_states.values(), *([data.manager_state] if data.manager_state else [])]:
         for peer, history in agent.oai_messages.items():
             histories[f"{agent.name!r}'s history with {peer!r}"] = history
-    return [f"{where}: {problem}" for where, history in histories.items() for problem in tool_pair_problems(history)]
+    return [
+        f"{where}: {problem}"
+        for where, history in histories.items()
+        for problem in tool_pair_problems(history)
+    ]
 
 
 def apply_interventions(data: CheckpointData, interventions: Iterable[Intervention]) -> CheckpointData:
@@ -242,7 +261,12 @@ def apply_interventions(data: CheckpointData, interventions: Iterable[Interventi
     before = _all_tool_pair_problems(data)
     problems = [problem for problem in _all_tool_pair_problems(result) if problem not in before]
     if problems:
-        raise InterventionError("the intervention would leave broken tool-call pairs: " + "; ".join(problems[:5]))
+        raise InterventionError(
+            "the intervention would leave broken tool-call pairs: " + "; ".join(problems[:5])
+        )
     records = [change.to_record() for change in changes]
-    result.metadata = {**result.metadata, "interventions": [*result.metadata.get("interventions", []), *records]}
+    result.metadata = {
+        **result.metadata,
+        "interventions": [*result.metadata.get("interventions", []), *records],
+    }
     return result

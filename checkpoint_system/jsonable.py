@@ -14,7 +14,7 @@ UNSERIALIZABLE_KEY = "$unserializable"
 
 def qualified_name(obj: Any) -> str:
     """``module.QualName`` of a class, function or (for other objects) of the object's type."""
-    target = obj if isinstance(obj, type) or callable(obj) and hasattr(obj, "__qualname__") else type(obj)
+    target = obj if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")) else type(obj)
     module = getattr(target, "__module__", None) or "?"
     return f"{module}.{getattr(target, '__qualname__', repr(target))}"
 

@@ -96,11 +96,11 @@ def register_model_clients(
         cls = model_clients.get(name) or BUILTIN_MODEL_CLIENTS.get(name)
         if cls is None:
             report.note(
-                f"agent {agent.name!r}: model client {name!r} is not known; pass model_clients={{{name!r}: cls}}"
-                " or an agent_factory"
+                f"agent {agent.name!r}: model client {name!r} is not known; pass "
+                f"model_clients={{{name!r}: cls}} or an agent_factory"
             )
             continue
-        agent.register_model_client(cls)
+        agent.register_model_client(cls)  # type: ignore[arg-type]
 
 
 def termination_callable(owner: str, record: dict[str, Any], report: RestoreReport) -> Any:
@@ -127,18 +127,20 @@ def build_agent(
     cls = SAFE_AGENT_CLASSES.get(state.agent_class)
     if cls is None:
         report.note(
-            f"agent {state.name!r}: class {state.agent_class} is not rebuilt from files; using ConversableAgent "
-            "(pass an agent_factory to restore it with its own class, tools and hooks)"
+            f"agent {state.name!r}: class {state.agent_class} is not rebuilt from files; using "
+            "ConversableAgent (pass an agent_factory to restore it with its own class, tools and hooks)"
         )
         cls = ConversableAgent
     llm_config = restore_llm_config_for(state.name, state.llm_config, credentials, report)
     code_execution: dict[str, Any] | bool = False
     if state.code_execution_config:
         if allow_code_execution:
-            code_execution = {
-                k: v for k, v in state.code_execution_config.items() if not isinstance(v, dict) or k == "extra"
-            }
-            code_execution.pop("executor", None)
+            saved = state.code_execution_config
+            if isinstance(saved.get("executor"), dict):  # an executor object: not rebuilt from a file
+                report.note(f"agent {state.name!r}: its code executor object is replaced by local execution")
+                code_execution = {"executor": "commandline-local"}
+            else:
+                code_execution = {k: v for k, v in saved.items() if not isinstance(v, dict)}
         else:
             report.note(
                 f"agent {state.name!r}: code execution was enabled and is restored OFF; pass "
@@ -154,13 +156,21 @@ def build_agent(
         "system_message": state.system_message if state.system_message is not None else "",
         "description": state.description,
         "llm_config": llm_config if llm_config is not None else False,
-        "is_termination_msg": termination_callable(f"agent {state.name!r}", state.termination_pattern, report),
+        "is_termination_msg": termination_callable(
+            f"agent {state.name!r}", state.termination_pattern, report
+        ),
         "code_execution_config": code_execution,
         "human_input_mode": state.human_input_mode,
         "max_consecutive_auto_reply": state.max_consecutive_auto_reply,
         "default_auto_reply": state.default_auto_reply if state.default_auto_reply is not None else "",
     }
-    agent = cls(**kwargs)
+    try:
+        agent = cls(**kwargs)
+    except Exception as exc:  # e.g. AG2 builds OpenAI clients eagerly and needs the key now
+        raise CheckpointError(
+            f"agent {state.name!r} could not be rebuilt from the checkpoint: {type(exc).__name__}: {exc}. "
+            "If a secret is missing, set it in the environment or pass secrets=... / an agent_factory."
+        ) from exc
     register_model_clients(agent, llm_config, model_clients, report)
     return agent
 
@@ -183,9 +193,11 @@ def apply_agent_state(agent: ConversableAgent, state: AgentState, peers: Mapping
                 out[peer] = value
         return out
 
-    agent._oai_messages = defaultdict(list, {p: [dict(m) for m in h] for p, h in rekey(state.oai_messages).items()})
+    agent._oai_messages = defaultdict(
+        list, {p: [dict(m) for m in h] for p, h in rekey(state.oai_messages).items()}
+    )
     agent._consecutive_auto_reply_counter = defaultdict(int, rekey(state.consecutive_auto_reply_counter))
-    max_dict = defaultdict(agent.max_consecutive_auto_reply)
+    max_dict: defaultdict[Agent, int] = defaultdict(agent.max_consecutive_auto_reply)
     max_dict.update(rekey(state.max_consecutive_auto_reply_dict))
     agent._max_consecutive_auto_reply_dict = max_dict
     agent.reply_at_receive = defaultdict(bool, rekey(state.reply_at_receive))
@@ -243,9 +255,10 @@ def build_groupchat(
     method: Any = state.speaker_selection_method
     if not isinstance(method, str) and "speaker_selection_method" not in overrides:
         raise CheckpointError(
-            f"the group chat used a custom speaker selection function ({method.get('qualname', '?')}), which "
-            "cannot be rebuilt from a file: pass it with groupchat_overrides={'speaker_selection_method': fn} "
-            "or return the GroupChat from your agent_factory"
+            "the group chat used a custom speaker selection function "
+            f"({method.get('qualname', '?')}), which cannot be rebuilt from a file: pass it with "
+            "groupchat_overrides={'speaker_selection_method': fn} or return the GroupChat from your "
+            "agent_factory"
         )
     repeat: Any = state.allow_repeat_speaker
     if isinstance(repeat, list):

@@ -105,10 +105,10 @@ class CheckpointRestorer:
     """Rebuilds group chats from checkpoints and continues them.
 
     Args:
-        agent_factory: optional callable building the agents from your own code (with their tools, replies
-            and hooks); called with no arguments, or with the ``CheckpointData`` if it takes one. It may return
-            a list of agents, a name->agent mapping, or a ``GroupChat``. Without it, agents are rebuilt from
-            the checkpoint alone.
+        agent_factory: optional callable building the agents from your own code (with their tools,
+            replies and hooks); called with no arguments, or with the ``CheckpointData`` if it takes one.
+            It may return a list of agents, a name->agent mapping, or a ``GroupChat``. Without it, agents
+            are rebuilt from the checkpoint alone.
         allow_code_execution: re-enable code execution for agents rebuilt from a file (off by default: a
             file must not be able to turn on code execution by itself).
         on_mismatch: ``"refuse"`` (default) raises ``RosterMismatchError`` when the factory's agents differ
@@ -317,7 +317,9 @@ class CheckpointRestorer:
             "interventions": [c.to_record() for c in restored.interventions],
             "restore_report": restored.report.as_dict(),
         }
-        current.update({k: v for k, v in fields.items() if v is not None or k in ("reason", "rounds_requested")})
+        current.update(
+            {k: v for k, v in fields.items() if v is not None or k in ("reason", "rounds_requested")}
+        )
         current["updated_at"] = utc_timestamp()
         store.write_json(CONTINUATION_METADATA, current)
 
@@ -341,10 +343,14 @@ class CheckpointRestorer:
         elif isinstance(produced, Mapping):
             agents = list(produced.values())
         else:
-            agents = list(produced)
+            agents = list(produced)  # type: ignore[arg-type]
         # Agents the checkpoint has but the factory did not build (e.g. an initiator outside the group chat).
         built = {agent.name for agent in agents}
-        extra = {n: s for n, s in checkpoint.agent_states.items() if n not in built and n not in _gc_names(checkpoint)}
+        extra = {
+            n: s
+            for n, s in checkpoint.agent_states.items()
+            if n not in built and n not in _gc_names(checkpoint)
+        }
         agents += self.recreate_agents_from_checkpoint(extra, report)
         problems = compare_roster(checkpoint, agents)
         if problems:
@@ -369,7 +375,9 @@ class CheckpointRestorer:
         if checkpoint.groupchat_state is None:
             raise CheckpointError("the checkpoint holds no group chat settings")
         members = [a for a in agents if a.name in _gc_names(checkpoint)]
-        return build_groupchat(checkpoint.groupchat_state, members, messages, overrides=self.groupchat_overrides)
+        return build_groupchat(
+            checkpoint.groupchat_state, members, messages, overrides=self.groupchat_overrides
+        )
 
     def _manager_for(
         self,
@@ -384,7 +392,9 @@ class CheckpointRestorer:
         llm_config = restore_llm_config_for(state.name, state.llm_config, self.credentials, report)
         kwargs: dict[str, Any] = {
             "name": state.name,
-            "system_message": state.system_message if state.system_message is not None else "Group chat manager.",
+            "system_message": state.system_message
+            if state.system_message is not None
+            else "Group chat manager.",
             "llm_config": llm_config if llm_config is not None else False,
             "human_input_mode": state.human_input_mode,
             "silent": state.silent,

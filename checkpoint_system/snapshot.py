@@ -133,7 +133,9 @@ def _agent_list_names(agents: Iterable[Agent]) -> list[str]:
     return [agent.name for agent in agents]
 
 
-def groupchat_state(groupchat: GroupChat, *, round_index: int = 0, run_start_index: int = 0) -> GroupChatState:
+def groupchat_state(
+    groupchat: GroupChat, *, round_index: int = 0, run_start_index: int = 0
+) -> GroupChatState:
     """The group chat's settings, with agent references replaced by names."""
     repeat = groupchat.allow_repeat_speaker
     transitions = groupchat.allowed_or_disallowed_speaker_transitions
@@ -193,7 +195,9 @@ def conversation_snapshot(
         agent_states={agent.name: agent_state(agent) for agent in agents},
         manager_state=manager_state(manager, step_counter=step_number) if manager is not None else None,
         groupchat_state=(
-            groupchat_state(gc, round_index=rounds, run_start_index=run_start_index) if gc is not None else None
+            groupchat_state(gc, round_index=rounds, run_start_index=run_start_index)
+            if gc is not None
+            else None
         ),
         parent_checkpoint_id=parent_checkpoint_id,
         session_id=session_id,

@@ -33,7 +33,11 @@ def deterministic_llm_config(agent_label: str = "deterministic", **extra: Any) -
 def history_digest(messages: list[dict[str, Any]]) -> str:
     """A short, stable digest of a message list (roles, names, contents, tool calls)."""
     canonical = [
-        {k: m.get(k) for k in ("role", "name", "content", "tool_calls", "tool_call_id") if m.get(k) is not None}
+        {
+            k: m.get(k)
+            for k in ("role", "name", "content", "tool_calls", "tool_call_id")
+            if m.get(k) is not None
+        }
         for m in messages
     ]
     return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:12]
@@ -57,10 +61,18 @@ class DeterministicModelClient:
         agent_name = params.get("agent_name") or self.model
         reply = self.policy(str(agent_name), messages)
         self.calls += 1
-        message = {"content": reply, "role": "assistant"} if isinstance(reply, str) else {"role": "assistant", **reply}
+        message = (
+            {"content": reply, "role": "assistant"}
+            if isinstance(reply, str)
+            else {"role": "assistant", **reply}
+        )
         choice = SimpleNamespace(message=SimpleNamespace(**{"content": None, "tool_calls": None, **message}))
         return SimpleNamespace(
-            choices=[choice], model=self.model, cost=0.0, usage=None, id=f"det-{self.calls}",
+            choices=[choice],
+            model=self.model,
+            cost=0.0,
+            usage=None,
+            id=f"det-{self.calls}",
             message_retrieval_function=None,
         )
 
@@ -69,7 +81,9 @@ class DeterministicModelClient:
         for choice in response.choices:
             message = choice.message
             if message.tool_calls:
-                retrieved.append({"content": message.content, "tool_calls": message.tool_calls, "role": "assistant"})
+                retrieved.append(
+                    {"content": message.content, "tool_calls": message.tool_calls, "role": "assistant"}
+                )
             else:
                 retrieved.append(message.content)
         return retrieved
@@ -79,4 +93,10 @@ class DeterministicModelClient:
 
     @staticmethod
     def get_usage(response: Any) -> dict[str, Any]:
-        return {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cost": 0.0, "model": response.model}
+        return {
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "total_tokens": 0,
+            "cost": 0.0,
+            "model": response.model,
+        }

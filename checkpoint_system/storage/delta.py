@@ -19,6 +19,14 @@ Log record kinds, one JSON object per line::
     {"h": h, "m": msg}             message appended to history h
     {"ht": h, "n": k}              history h truncated to k
 
+Inside a message, a dict that has a ``"$s"`` or ``"$lit"`` key of its own is escaped as ``{"$lit": {...}}``
+so it is never mistaken for a string reference.
+
+What the encoder remembers of each logged list is, per item, the caller's object (for the O(1) identity
+check of ``trusted_prefix``) and the exact encoded bytes that were logged (for the full comparison of the
+untrusted path). Comparing bytes, not live objects, means an in-place edit of an already logged message is
+detected, and so is a change that ``==`` would hide (``1`` -> ``1.0`` or ``True``).
+
 This module knows nothing of AG2 and nothing of files: it turns models into bytes and back.
 """
 
@@ -30,7 +38,7 @@ from typing import Any
 import orjson
 
 from ..errors import CorruptCheckpointError, InvalidCheckpointError
-from ..jsonable import to_jsonable
+from ..jsonable import to_jsonable, unserializable_marker
 from ..model import AgentState, CheckpointData, GroupChatState, ManagerState
 
 #: Strings at least this long are stored once and referenced; shorter ones are cheaper inline.
@@ -52,11 +60,30 @@ DYNAMIC_AGENT_FIELDS = frozenset(
 _STRING_REF = "$s"
 _LITERAL = "$lit"
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson can write
+_SANITIZE_MAX_DEPTH = 200  # orjson refuses documents nested deeper than 254 levels
 
 
 def dumps(value: Any) -> bytes:
-    """Compact JSON bytes; values orjson cannot serialise natively are converted by ``to_jsonable``."""
-    return orjson.dumps(value, default=_fallback, option=_DUMPS_OPTIONS)
+    """Compact JSON bytes; values orjson cannot serialise natively are converted by ``to_jsonable``.
+
+    Values orjson refuses outright (integers beyond 64 bits, strings with lone surrogates, nesting deeper
+    than orjson allows) are written in a sanitised form rather than failing the checkpoint: such an integer
+    becomes its decimal string, a lone surrogate becomes U+FFFD, too deep a value becomes a marker.
+    """
+    try:
+        return orjson.dumps(value, default=_fallback, option=_DUMPS_OPTIONS)
+    except TypeError:
+        return orjson.dumps(_sanitize(value), default=_fallback, option=_DUMPS_OPTIONS)
+
+
+def dumps_sorted(value: Any) -> bytes:
+    """Canonical JSON (sorted keys), used for content addressing and integrity hashes."""
+    options = _DUMPS_OPTIONS | orjson.OPT_SORT_KEYS
+    try:
+        return orjson.dumps(value, default=_fallback, option=options)
+    except TypeError:
+        return orjson.dumps(_sanitize(value), default=_fallback, option=options)
 
 
 def _fallback(value: Any) -> Any:
@@ -66,11 +93,44 @@ def _fallback(value: Any) -> Any:
     return converted
 
 
+def _clean_str(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: keep proper pairs, replace the rest
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return str(text)
+
+
+def _sanitize(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` that orjson accepts (slow path, only used after orjson refused a value)."""
+    if value is None or isinstance(value, (bool, float)):
+        return value
+    if isinstance(value, str):
+        return _clean_str(value)
+    if isinstance(value, int):
+        return int(value) if _INT_MIN <= value <= _INT_MAX else str(value)
+    if depth > _SANITIZE_MAX_DEPTH:
+        return unserializable_marker(value)
+    if isinstance(value, dict):
+        return {_clean_str(str(k)): _sanitize(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sanitize(v, depth + 1) for v in value]
+    return _sanitize(to_jsonable(value), depth + 1)
+
+
 @dataclass
 class _Track:
-    """What the log holds for one list (the message list or one history): references to its items."""
+    """What the log holds for one list (the message list or one history).
 
-    refs: list[Any] = field(default_factory=list)
+    ``objs[i]`` is the object item i was taken from (identity check), ``encs[i]`` the bytes logged for it.
+    """
+
+    objs: list[Any] = field(default_factory=list)
+    encs: list[bytes] = field(default_factory=list)
+
+
+#: (track, keep, objects to put after ``keep``, their encodings)
+_TrackUpdate = tuple[_Track, int, list[Any], list[bytes]]
 
 
 @dataclass
@@ -81,15 +141,17 @@ class EncodedCheckpoint:
     record: dict[str, Any]
     _strings: dict[str, int]
     _configs: dict[bytes, int]
-    _tracks: list[tuple[_Track, int, list[Any]]]
+    _tracks: list[_TrackUpdate]
     _new_histories: dict[tuple[str, str], tuple[int, _Track]]
+    _generation: int = 0
 
 
 class DeltaEncoder:
     """Turns successive ``CheckpointData`` of one session into log appends and small records.
 
     ``encode`` is side-effect free; ``commit`` adopts its result once the bytes are safely written, so a
-    failed write leaves the encoder consistent with what is on storage.
+    failed write leaves the encoder consistent with what is on storage. Only the latest encoding can be
+    committed (committing a stale one raises ``ValueError``).
     """
 
     def __init__(self) -> None:
@@ -97,17 +159,29 @@ class DeltaEncoder:
         self._configs: dict[bytes, int] = {}
         self._messages = _Track()
         self._histories: dict[tuple[str, str], tuple[int, _Track]] = {}
+        self._string_count = 0
+        self._config_count = 0
+        self._history_count = 0
+        self._generation = 0
 
     # -- public API ---------------------------------------------------------------------------------
     def encode(self, data: CheckpointData, *, trusted_prefix: bool = False) -> EncodedCheckpoint:
         """Log lines and record for ``data``.
 
         With ``trusted_prefix`` the caller promises that lists only grew since the last checkpoint unless
-        their length or last item changed (true for a live AG2 chat); the check is then O(1) per list.
-        Otherwise already-logged items are compared in full.
+        their length or last item changed, and that logged message objects are not mutated in place (true
+        for a live AG2 chat); the check is then O(1) per list and the whole call O(new data).
+        Otherwise every already-logged item is compared in full with what was logged.
         """
         job = _EncodeJob(self, trusted_prefix)
         messages_count = job.sync_list(self._messages, data.messages, None)
+        agents = {name: job.agent_entry(state, str(name)) for name, state in data.agent_states.items()}
+        manager = None
+        if data.manager_state is not None:
+            label = str(data.manager_state.name)
+            while label in data.agent_states:  # the manager's histories must not share an agent's
+                label += "#manager"
+            manager = job.agent_entry(data.manager_state, label)
         record: dict[str, Any] = {
             "checkpoint_id": data.checkpoint_id,
             "timestamp": data.timestamp,
@@ -118,11 +192,14 @@ class DeltaEncoder:
             "ag2_version": data.ag2_version,
             "library_version": data.library_version,
             "messages": {"count": messages_count},
-            "agents": {name: job.agent_entry(state) for name, state in data.agent_states.items()},
-            "manager": job.agent_entry(data.manager_state) if data.manager_state is not None else None,
+            "agents": agents,
+            "manager": manager,
             "groupchat": to_jsonable(_fields(data.groupchat_state)) if data.groupchat_state else None,
             "metadata": to_jsonable(data.metadata),
         }
+        extra = data.__pydantic_extra__
+        if extra:
+            record["extra"] = to_jsonable(extra)
         return EncodedCheckpoint(
             log_bytes=b"".join(job.lines),
             record=record,
@@ -130,35 +207,45 @@ class DeltaEncoder:
             _configs=job.new_configs,
             _tracks=job.track_updates,
             _new_histories=job.new_histories,
+            _generation=self._generation,
         )
 
     def commit(self, encoded: EncodedCheckpoint) -> None:
         """Adopt an encoding whose log bytes were written."""
+        if encoded._generation != self._generation:
+            raise ValueError("stale encoding: another encoding was committed after it was made")
+        self._generation += 1
         self._strings.update(encoded._strings)
+        self._string_count += len(encoded._strings)
         self._configs.update(encoded._configs)
+        self._config_count += len(encoded._configs)
         self._histories.update(encoded._new_histories)
-        for track, keep, tail in encoded._tracks:
-            del track.refs[keep:]
-            track.refs.extend(tail)
+        self._history_count += len(encoded._new_histories)
+        for track, keep, objs, encs in encoded._tracks:
+            del track.objs[keep:]
+            track.objs.extend(objs)
+            del track.encs[keep:]
+            track.encs.extend(encs)
 
     def load_state(self, replay: LogReplay) -> None:
         """Continue an existing log: adopt everything it holds (items are compared in full next time)."""
+        self._generation += 1
         self._strings = {text: index for index, text in enumerate(replay.strings)}
-        self._configs = {dumps_sorted(value): index for index, value in replay.configs.items()}
-        self._messages = _Track(list(replay.messages))
+        self._string_count = len(replay.strings)
+        self._configs = {dumps_sorted(value): index for index, value in sorted(replay.configs.items())}
+        self._config_count = max(replay.configs, default=-1) + 1
+        peek = _EncodeJob(self, False).peek
+        self._messages = _Track(list(replay.messages), [peek(item) for item in replay.messages])
         self._histories = {
-            replay.history_keys[hid]: (hid, _Track(list(items))) for hid, items in replay.histories.items()
+            replay.history_keys[hid]: (hid, _Track(list(items), [peek(item) for item in items]))
+            for hid, items in sorted(replay.histories.items())
         }
+        self._history_count = max(replay.histories, default=-1) + 1
 
-    # -- helpers used by _EncodeJob ----------------------------------------------------------------------
     @property
     def string_count(self) -> int:
-        return len(self._strings)
-
-
-def dumps_sorted(value: Any) -> bytes:
-    """Canonical JSON (sorted keys), used for content addressing and integrity hashes."""
-    return orjson.dumps(value, default=_fallback, option=_DUMPS_OPTIONS | orjson.OPT_SORT_KEYS)
+        """Number of interned strings in the log."""
+        return self._string_count
 
 
 def _fields(model: Any) -> dict[str, Any]:
@@ -179,14 +266,14 @@ class _EncodeJob:
         self.lines: list[bytes] = []
         self.new_strings: dict[str, int] = {}
         self.new_configs: dict[bytes, int] = {}
-        self.track_updates: list[tuple[_Track, int, list[Any]]] = []
+        self.track_updates: list[_TrackUpdate] = []
         self.new_histories: dict[tuple[str, str], tuple[int, _Track]] = {}
 
     def _emit(self, record: dict[str, Any]) -> None:
         self.lines.append(dumps(record) + b"\n")
 
-    def value(self, value: Any) -> Any:
-        """Encode one JSON value, interning long strings."""
+    def value(self, value: Any, intern: bool = True) -> Any:
+        """Encode one JSON value, interning long strings (``intern=False``: look up only, log nothing)."""
         kind = type(value)
         if kind is str:
             if len(value) < INTERN_MIN_LENGTH:
@@ -195,50 +282,54 @@ class _EncodeJob:
             if index is None:
                 index = self.new_strings.get(value)
                 if index is None:
-                    index = len(self.encoder._strings) + len(self.new_strings)
+                    if not intern:
+                        return value  # never equal to a logged encoding, which holds a reference
+                    index = self.encoder._string_count + len(self.new_strings)
                     self.new_strings[value] = index
                     self._emit({"s": index, "v": value})
             return {_STRING_REF: index}
         if kind is dict:
-            encoded = {str(k): self.value(v) for k, v in value.items()}
-            return {_LITERAL: encoded} if (_STRING_REF in value or _LITERAL in value) else encoded
+            encoded = {(k if type(k) is str else str(k)): self.value(v, intern) for k, v in value.items()}
+            return {_LITERAL: encoded} if (_STRING_REF in encoded or _LITERAL in encoded) else encoded
         if kind is list or kind is tuple:
-            return [self.value(v) for v in value]
+            return [self.value(v, intern) for v in value]
         if value is None or kind is int or kind is float or kind is bool:
             return value
         converted = to_jsonable(value)
-        return self.value(converted) if type(converted) is not type(value) else converted
+        return self.value(converted, intern) if type(converted) is not type(value) else converted
+
+    def peek(self, item: Any) -> bytes:
+        """The bytes ``item`` is logged as, if all its long strings are known (else bytes that differ)."""
+        return dumps(self.value(item, False))
 
     def sync_list(self, track: _Track, items: list[Any], history: int | None) -> int:
         """Emit what makes the logged list equal to ``items``; returns ``len(items)``."""
-        logged = track.refs
-        n_logged, n_new = len(logged), len(items)
-        if n_new >= n_logged and (
-            n_logged == 0
-            or (self.trusted and items[n_logged - 1] is logged[-1])
-            or (items[n_logged - 1] == logged[-1] and items[:n_logged] == logged)
-        ):
-            keep = n_logged
-        else:
-            keep = 0
-            limit = min(n_logged, n_new)
-            while keep < limit and items[keep] == logged[keep]:
+        objs, encs = track.objs, track.encs
+        n_logged, n_new = len(objs), len(items)
+        if n_new >= n_logged and (n_logged == 0 or (self.trusted and items[n_logged - 1] is objs[-1])):
+            if n_new == n_logged:
+                return n_new
+            keep, adopt_all = n_logged, False
+        else:  # compare what was logged, item by item, as bytes
+            keep, limit = 0, min(n_logged, n_new)
+            peek = self.peek
+            while keep < limit and peek(items[keep]) == encs[keep]:
                 keep += 1
-            if history is None:
-                self._emit({"mt": keep})
-            else:
-                self._emit({"ht": history, "n": keep})
+            if keep < n_logged:
+                self._emit({"mt": keep} if history is None else {"ht": history, "n": keep})
+            adopt_all = True  # identical items now refer to the caller's objects (O(1) checks later)
+        prefix = b'{"m":' if history is None else b'{"h":' + str(history).encode() + b',"m":'
+        tail_encs: list[bytes] = []
         for item in items[keep:]:
             if not isinstance(item, dict):
                 raise InvalidCheckpointError(f"a message must be a JSON object, got {type(item).__name__}")
-            if history is None:
-                self._emit({"m": self.value(item)})
-            else:
-                self._emit({"h": history, "m": self.value(item)})
-        if keep != n_logged or n_new != n_logged:
-            self.track_updates.append((track, keep, items[keep:]))
-        elif not self.trusted:
-            self.track_updates.append((track, 0, list(items)))  # adopt the caller's objects for O(1) checks
+            enc = dumps(self.value(item))
+            tail_encs.append(enc)
+            self.lines.append(prefix + enc + b"}\n")
+        if adopt_all:
+            self.track_updates.append((track, 0, list(items), encs[:keep] + tail_encs))
+        else:
+            self.track_updates.append((track, keep, list(items[keep:]), tail_encs))
         return n_new
 
     def config_id(self, static: dict[str, Any]) -> int:
@@ -247,7 +338,7 @@ class _EncodeJob:
         if index is None:
             index = self.new_configs.get(key)
             if index is None:
-                index = len(self.encoder._configs) + len(self.new_configs)
+                index = self.encoder._config_count + len(self.new_configs)
                 self.new_configs[key] = index
                 self.lines.append(b'{"c":' + str(index).encode() + b',"v":' + key + b"}\n")
         return index
@@ -256,20 +347,22 @@ class _EncodeJob:
         key = (agent, peer)
         known = self.encoder._histories.get(key) or self.new_histories.get(key)
         if known is None:
-            hid = len(self.encoder._histories) + len(self.new_histories)
+            hid = self.encoder._history_count + len(self.new_histories)
             known = (hid, _Track())
             self.new_histories[key] = known
             self._emit({"hd": hid, "a": agent, "p": peer})
         return known
 
-    def agent_entry(self, state: AgentState) -> dict[str, Any]:
+    def agent_entry(self, state: AgentState, label: str) -> dict[str, Any]:
+        """The record entry of one agent; ``label`` names its histories in the log (unique per record)."""
         values = _fields(state)
         static = {k: v for k, v in values.items() if k not in DYNAMIC_AGENT_FIELDS}
         entry: dict[str, Any] = {"config": self.config_id(to_jsonable(static))}
         histories: dict[str, list[int]] = {}
         for peer, items in (values.get("oai_messages") or {}).items():
-            hid, track = self.history(state.name, peer)
-            histories[peer] = [hid, self.sync_list(track, items, hid)]
+            peer_name = peer if type(peer) is str else str(peer)
+            hid, track = self.history(label, peer_name)
+            histories[peer_name] = [hid, self.sync_list(track, items, hid)]
         entry["histories"] = histories
         for name in DYNAMIC_AGENT_FIELDS - {"oai_messages"}:
             if name in values:
@@ -303,28 +396,32 @@ class LogReplay:
         try:
             for record in records:
                 self._apply(record)
-        except (KeyError, TypeError, IndexError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, IndexError, ValueError, AttributeError, RecursionError) as exc:
             raise CorruptCheckpointError(f"session log has a malformed record: {exc!r}", path=path) from exc
 
     def _apply(self, record: dict[str, Any]) -> None:
+        if type(record) is not dict:
+            raise TypeError("log record is not an object")
         if "h" in record:
             self.histories[record["h"]].append(self._message(record["m"]))
         elif "m" in record:
             self.messages.append(self._message(record["m"]))
         elif "s" in record:
             if record["s"] != len(self.strings) or type(record["v"]) is not str:
-                raise ValueError(f"string record {record['s']} out of sequence")
+                raise ValueError(f"string record {record['s']!r} out of sequence")
             self.strings.append(record["v"])
         elif "c" in record:
-            self.configs[int(record["c"])] = record["v"]
+            self.configs[_index(record["c"])] = record["v"]
         elif "hd" in record:
-            hid = int(record["hd"])
+            hid = _index(record["hd"])
+            if hid in self.histories:
+                raise ValueError(f"history {hid} defined twice")
             self.histories[hid] = []
             self.history_keys[hid] = (str(record["a"]), str(record["p"]))
         elif "ht" in record:
-            del self.histories[record["ht"]][int(record["n"]) :]
+            del self.histories[record["ht"]][_index(record["n"]) :]
         elif "mt" in record:
-            del self.messages[int(record["mt"]) :]
+            del self.messages[_index(record["mt"]) :]
         else:
             raise ValueError(f"unknown record {sorted(record)}")
 
@@ -339,7 +436,7 @@ class LogReplay:
         if kind is dict:
             if len(value) == 1:
                 if _STRING_REF in value:
-                    return self.strings[value[_STRING_REF]]
+                    return self.strings[_index(value[_STRING_REF])]
                 if _LITERAL in value:
                     return {k: self.decode(v) for k, v in value[_LITERAL].items()}
             return {k: self.decode(v) for k, v in value.items()}
@@ -358,56 +455,70 @@ class LogReplay:
         return list(items)
 
 
+def _index(value: Any) -> int:
+    """A non-negative integer from a log record (a bool, a float or a negative number is malformed)."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"invalid index {value!r}")
+    return value
+
+
 def _agent_from_entry(
     entry: dict[str, Any], replay: LogReplay, model: type[AgentState], path: str | None
 ) -> AgentState:
-    config = replay.configs.get(entry["config"])
+    config = replay.configs.get(_index(entry["config"]))
     if not isinstance(config, dict):
-        raise CorruptCheckpointError(f"agent configuration {entry['config']} missing from the log", path=path)
+        raise CorruptCheckpointError(
+            f"agent configuration {entry['config']!r} missing from the log", path=path
+        )
     dynamic = {k: v for k, v in entry.items() if k in DYNAMIC_AGENT_FIELDS}
     state = model.model_validate({**config, **dynamic})
     state.oai_messages = {
-        peer: replay.history(int(ref[0]), int(ref[1]), path=path) for peer, ref in entry["histories"].items()
+        peer: replay.history(_index(ref[0]), _index(ref[1]), path=path)
+        for peer, ref in entry["histories"].items()
     }
     return state
+
+
+_HEADER_FIELDS = (
+    "format_version",
+    "checkpoint_id",
+    "timestamp",
+    "step_number",
+    "context",
+    "parent_checkpoint_id",
+    "session_id",
+    "ag2_version",
+    "library_version",
+    "integrity",
+)
 
 
 def checkpoint_from_record(
     record: dict[str, Any], replay: LogReplay, *, path: str | None = None
 ) -> CheckpointData:
     """Assemble the logical checkpoint from its record and the replayed log prefix."""
-    count = int(record["messages"]["count"])
+    count = _index(record["messages"]["count"])
     if len(replay.messages) != count:
         raise CorruptCheckpointError(
             f"the log holds {len(replay.messages)} group chat messages, the checkpoint expects {count}",
             path=path,
         )
-    manager = record.get("manager")
+    extra = record.get("extra") or {}
+    if not isinstance(extra, dict):
+        raise InvalidCheckpointError("the record's 'extra' is not an object", path=path)
     data = CheckpointData.model_validate(
-        {
-            key: record.get(key)
-            for key in (
-                "format_version",
-                "checkpoint_id",
-                "timestamp",
-                "step_number",
-                "context",
-                "parent_checkpoint_id",
-                "session_id",
-                "ag2_version",
-                "library_version",
-                "integrity",
-            )
-        }
-        | {
-            "metadata": record.get("metadata") or {},
-            "groupchat_state": record.get("groupchat"),
-        }
+        {key: value for key, value in extra.items() if key not in CheckpointData.model_fields}
+        | {key: record[key] for key in _HEADER_FIELDS if key in record}
+        | {"metadata": record.get("metadata") or {}, "groupchat_state": record.get("groupchat")}
     )
     data.messages = list(replay.messages)
+    agents = record["agents"]
+    if not isinstance(agents, dict):
+        raise InvalidCheckpointError("the record's 'agents' is not an object", path=path)
     data.agent_states = {
-        name: _agent_from_entry(entry, replay, AgentState, path) for name, entry in record["agents"].items()
+        name: _agent_from_entry(entry, replay, AgentState, path) for name, entry in agents.items()
     }
+    manager = record.get("manager")
     data.manager_state = (
         _agent_from_entry(manager, replay, ManagerState, path) if manager is not None else None  # type: ignore[assignment]
     )

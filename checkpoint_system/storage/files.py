@@ -14,9 +14,12 @@ With ``durability="fsync"`` every write is also flushed to the device (survives 
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +27,7 @@ import orjson
 from pydantic import ValidationError
 
 from ..errors import (
+    CheckpointError,
     CheckpointNotFoundError,
     CheckpointSaveError,
     CorruptCheckpointError,
@@ -31,6 +35,7 @@ from ..errors import (
     SessionLockedError,
     UnsupportedFormatError,
 )
+from ..jsonable import to_jsonable
 from ..model import FORMAT_NAME, FORMAT_VERSION, CheckpointData
 from .delta import DeltaEncoder, LogReplay, checkpoint_from_record, dumps, dumps_sorted
 
@@ -46,6 +51,14 @@ LOG_FILE = "message_log.jsonl"
 LOCK_FILE = ".writer.lock"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)_.*\.json$")
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
+_STALE_TEMP = re.compile(r"^\.checkpoint_.*\.tmp$")
+_LAYOUTS = ("log", "inline")
+#: errno values of a file system that cannot make hard links (the no-clobber publish falls back to rename).
+_NO_LINK_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EMLINK")
+    if hasattr(errno, name)
+)
 
 
 def checkpoint_file_name(step_number: int, context: str, timestamp: str) -> str:
@@ -81,28 +94,90 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_file_atomic(path: Path, data: bytes, *, overwrite: bool, fsync: bool = False) -> None:
-    """Publish ``data`` at ``path`` all at once; with ``overwrite=False`` an existing file is never touched."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
+    """A fully written temporary file next to ``path`` (unique name, removed again if writing fails)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        _write_all(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            _write_all(fd, data)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _link_no_clobber(tmp: Path, path: Path) -> None:
+    """Give the complete file ``tmp`` the name ``path``, unless ``path`` exists (``CheckpointSaveError``)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError as exc:
+        raise CheckpointSaveError(
+            "a file with this name already exists; refusing to overwrite", path=path
+        ) from exc
+    except OSError as exc:
+        if exc.errno not in _NO_LINK_ERRNOS:
+            raise
+        # No hard links on this file system: check, then rename (atomic, but may race another writer).
+        if os.path.lexists(path):
+            raise CheckpointSaveError(
+                "a file with this name already exists; refusing to overwrite", path=path
+            ) from exc
+        os.rename(tmp, path)
+
+
+def write_file_atomic(path: Path, data: bytes, *, overwrite: bool, fsync: bool = False) -> None:
+    """Publish ``data`` at ``path`` at once; with ``overwrite=False`` an existing file is never touched."""
+    tmp = _write_temp(path, data, fsync=fsync)
     try:
         if overwrite:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)
-    except FileExistsError as exc:
-        raise CheckpointSaveError("a file with this name already exists; refusing to overwrite", path=path) from exc
+            _link_no_clobber(tmp, path)
     finally:
-        if not overwrite or tmp.exists():
-            tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
     if fsync:
         _fsync_dir(path.parent)
+
+
+def inline_document(data: CheckpointData) -> dict[str, Any]:
+    """The standalone ("inline" layout) document of a checkpoint, with its integrity hash."""
+    payload = to_jsonable(data.model_dump(by_alias=True))
+    payload.pop("integrity", None)
+    document: dict[str, Any] = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "layout": "inline"}
+    document.update((key, value) for key, value in payload.items() if key not in document)
+    document["integrity"] = hashlib.sha256(dumps_sorted(document)).hexdigest()
+    return document
+
+
+def export_checkpoint(data: CheckpointData, path: str | Path, *, fsync: bool = False) -> Path:
+    """Write ``data`` as one standalone checkpoint file (no session log needed to read it).
+
+    The file is published atomically and never replaces an existing file (``CheckpointSaveError``).
+    ``read_checkpoint_file`` loads it back equal to ``data`` (with ``integrity`` set to the file's hash).
+    """
+    path = Path(path)
+    try:
+        body = orjson.dumps(inline_document(data), option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        body = dumps(inline_document(data))  # sanitising fallback (huge ints, lone surrogates)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file_atomic(path, body, overwrite=False, fsync=fsync)
+    except CheckpointSaveError:
+        raise
+    except OSError as exc:
+        raise CheckpointSaveError(f"could not export checkpoint: {exc}", path=path) from exc
+    return path
 
 
 class FileSessionStore:
@@ -128,6 +203,7 @@ class FileSessionStore:
             raise CheckpointSaveError("session path exists and is not a directory", path=self.root)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
+        self._remove_stale_temporaries()
         log_path = self.checkpoint_dir / LOG_FILE
         fd = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         encoder = DeltaEncoder()
@@ -139,6 +215,10 @@ class FileSessionStore:
             replay = LogReplay()
             replay.apply_bytes(complete, path=str(log_path))
             encoder.load_state(replay)
+            if self.durability == "fsync":
+                os.fsync(fd)
+                _fsync_dir(self.checkpoint_dir)
+                _fsync_dir(self.root)
         except BaseException:
             os.close(fd)
             raise
@@ -146,6 +226,15 @@ class FileSessionStore:
         self._log_hash = hashlib.sha256(complete)
         self._encoder = encoder
         return encoder
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary record files of a writer that was killed (only the lock holder writes records)."""
+        try:
+            for entry in os.scandir(self.checkpoint_dir):
+                if _STALE_TEMP.match(entry.name):
+                    _unlink_quietly(Path(entry.path))
+        except OSError:
+            pass
 
     def _acquire_lock(self) -> None:
         if fcntl is None or self._lock_fd is not None:
@@ -161,39 +250,90 @@ class FileSessionStore:
             ) from exc
         self._lock_fd = fd
 
+    def _forget_log(self) -> None:
+        """Drop the in-memory log state; the next save re-reads the log from disk (keeps the lock)."""
+        if self._log_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._log_fd)
+        self._log_fd = None
+        self._encoder = None
+
     def save(self, data: CheckpointData, *, trusted_prefix: bool = False) -> Path:
-        """Write one checkpoint; returns its path. Raises ``CheckpointSaveError`` on any I/O failure."""
+        """Write one checkpoint; returns its path.
+
+        Raises ``CheckpointSaveError`` on any I/O failure, if the checkpoint's file already exists (files are
+        never overwritten) or if the step number is negative; ``SessionLockedError`` if another writer holds
+        the session. After a failure the session on disk is unchanged and the store can save again.
+        """
+        if data.step_number < 0:
+            raise CheckpointSaveError(
+                f"step_number must be >= 0, got {data.step_number}", path=self.checkpoint_dir
+            )
+        path = self.checkpoint_dir / _file_name_for(data)
+        published = False
+        log_written = False
+        old_size = self._log_size
+        tmp: Path | None = None
         try:
             encoder = self._open_for_writing()
+            old_size = self._log_size
+            if os.path.lexists(path):
+                raise CheckpointSaveError(
+                    "a file with this name already exists; refusing to overwrite", path=path
+                )
             encoded = encoder.encode(data, trusted_prefix=trusted_prefix)
             fsync = self.durability == "fsync"
             assert self._log_fd is not None
+            new_hash = self._log_hash.copy()
             if encoded.log_bytes:
-                try:
-                    _write_all(self._log_fd, encoded.log_bytes)
-                    if fsync:
-                        os.fsync(self._log_fd)
-                except BaseException:
-                    os.ftruncate(self._log_fd, self._log_size)
-                    raise
-                self._log_size += len(encoded.log_bytes)
-                self._log_hash.update(encoded.log_bytes)
+                log_written = True
+                _write_all(self._log_fd, encoded.log_bytes)
+                if fsync:
+                    os.fsync(self._log_fd)
+                new_hash.update(encoded.log_bytes)
+            new_size = old_size + len(encoded.log_bytes)
             record = encoded.record
             record.update(
                 format=FORMAT_NAME,
                 format_version=FORMAT_VERSION,
                 layout="log",
-                log={"file": LOG_FILE, "size": self._log_size, "sha256": self._log_hash.hexdigest()},
+                log={"file": LOG_FILE, "size": new_size, "sha256": new_hash.hexdigest()},
             )
             record["integrity"] = hashlib.sha256(dumps_sorted(record)).hexdigest()
-            path = self.checkpoint_dir / _file_name_for(data)
-            write_file_atomic(path, dumps(record), overwrite=False, fsync=fsync)
+            tmp = _write_temp(path, dumps(record), fsync=fsync)
+            _link_no_clobber(tmp, path)
+            published = True
+            self._log_size, self._log_hash = new_size, new_hash
             encoder.commit(encoded)
-            return path
-        except CheckpointSaveError:
+        except BaseException as exc:
+            if published:  # interrupted between publishing and adopting: re-read the log next time
+                self._forget_log()
+            elif log_written:  # the appended bytes belong to no checkpoint: take them back
+                self._truncate_log(old_size)
+            if isinstance(exc, CheckpointError):
+                raise
+            if isinstance(exc, (OSError, TypeError, ValueError)):
+                raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=path) from exc
             raise
-        except OSError as exc:
-            raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=self.checkpoint_dir) from exc
+        finally:
+            if tmp is not None:
+                _unlink_quietly(tmp)
+        if self.durability == "fsync":
+            try:
+                _fsync_dir(self.checkpoint_dir)
+            except OSError as exc:
+                raise CheckpointSaveError(
+                    f"checkpoint written but not flushed to the device: {exc}", path=path
+                ) from exc
+        return path
+
+    def _truncate_log(self, size: int) -> None:
+        try:
+            if self._log_fd is None:
+                raise OSError("log not open")
+            os.ftruncate(self._log_fd, size)
+        except OSError:
+            self._forget_log()  # the log may hold stray bytes: re-read (and re-cut) it on the next save
 
     def write_json(self, name: str, value: Any) -> Path:
         """Atomically (re)write a session-level JSON document such as ``session_metadata.json``."""
@@ -230,10 +370,8 @@ class FileSessionStore:
         self._encoder = None
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     # -- reading ------------------------------------------------------------------------------------------
     def list_checkpoints(self) -> list[str]:
@@ -247,19 +385,21 @@ class FileSessionStore:
                 found.append((int(match.group(1)), entry.name[:-5]))
         return [name for _, name in sorted(found)]
 
-    def path_of(self, checkpoint_id: str) -> Path:
-        """The file of a checkpoint id (a bare id, a file name, or a path)."""
+    def path_of(self, checkpoint_id: str | Path) -> Path:
+        """The file of a checkpoint id (a bare id, a file name in this session, or a path to a .json file)."""
         candidate = Path(checkpoint_id)
         if candidate.suffix == ".json" and (candidate.is_absolute() or len(candidate.parts) > 1):
             return candidate
         name = candidate.name if candidate.suffix == ".json" else f"{candidate.name}.json"
         return self.checkpoint_dir / name
 
-    def load(self, checkpoint_id: str) -> CheckpointData:
-        """Load a checkpoint of this session by id or path."""
+    def load(self, checkpoint_id: str | Path) -> CheckpointData:
+        """Load a checkpoint of this session by id, file name or path."""
         path = self.path_of(checkpoint_id)
-        if not path.exists():
-            raise CheckpointNotFoundError(f"no checkpoint {checkpoint_id!r} in session {self.root}", path=path)
+        if not os.path.lexists(path):
+            raise CheckpointNotFoundError(
+                f"no checkpoint {checkpoint_id!r} in session {self.root}", path=path
+            )
         return read_checkpoint_file(path)
 
     def next_step_number(self) -> int:
@@ -283,10 +423,16 @@ def _read_all(fd: int) -> bytes:
 
 def _read_prefix(path: Path, size: int, checkpoint: Path) -> bytes:
     try:
+        if not path.is_file():
+            raise FileNotFoundError(path)
         with path.open("rb") as handle:
             data = handle.read(size)
     except FileNotFoundError as exc:
         raise CorruptCheckpointError(f"the session log {path.name} is missing", path=checkpoint) from exc
+    except OSError as exc:
+        raise CorruptCheckpointError(
+            f"the session log {path.name} cannot be read: {exc}", path=checkpoint
+        ) from exc
     if len(data) != size:
         raise CorruptCheckpointError(
             f"the session log {path.name} holds {len(data)} bytes, the checkpoint needs {size} (truncated)",
@@ -296,7 +442,10 @@ def _read_prefix(path: Path, size: int, checkpoint: Path) -> bytes:
 
 
 def parse_checkpoint_bytes(raw: bytes, *, path: Path) -> dict[str, Any]:
-    """Parse and integrity-check a checkpoint document; raises a ``CheckpointError`` naming ``path``."""
+    """Parse and integrity-check a checkpoint document; raises a ``CheckpointError`` naming ``path``.
+
+    Returns the record of a current document, or the raw document of a seed-era one (no format marker).
+    """
     try:
         record = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -304,12 +453,17 @@ def parse_checkpoint_bytes(raw: bytes, *, path: Path) -> dict[str, Any]:
         raise CorruptCheckpointError(f"not a readable checkpoint ({hint}: {exc})", path=path) from exc
     if not isinstance(record, dict):
         raise InvalidCheckpointError("not a checkpoint file (the JSON document is not an object)", path=path)
-    if record.get("format") != FORMAT_NAME:
+    if "format" not in record:
         if "checkpoint_id" in record and "messages" in record:
             return record  # a seed-era checkpoint without format marker: migrated by the caller
         raise InvalidCheckpointError("not a checkpoint file (no checkpoint_system format marker)", path=path)
+    if record["format"] != FORMAT_NAME:
+        raise InvalidCheckpointError(
+            f"not a checkpoint file (format {str(record['format'])[:80]!r}, expected {FORMAT_NAME!r})",
+            path=path,
+        )
     version = record.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if type(version) is not int or version < 1:
         raise InvalidCheckpointError(f"invalid format_version {version!r}", path=path)
     if version > FORMAT_VERSION:
         raise UnsupportedFormatError(
@@ -324,17 +478,32 @@ def parse_checkpoint_bytes(raw: bytes, *, path: Path) -> dict[str, Any]:
     if actual != expected:
         raise CorruptCheckpointError("integrity hash mismatch: the file was modified or damaged", path=path)
     record["integrity"] = expected
+    layout = record.get("layout", "inline")
+    if layout not in _LAYOUTS:
+        raise InvalidCheckpointError(f"unknown checkpoint layout {str(layout)[:80]!r}", path=path)
     return record
 
 
 def read_checkpoint_file(path: str | Path) -> CheckpointData:
-    """Load any checkpoint file (log layout, standalone inline layout, or seed-era format)."""
+    """Load any checkpoint file (log layout, standalone inline layout, or seed-era format).
+
+    Loading only parses JSON and validates it; nothing in a file is ever executed. Every failure is a
+    ``CheckpointError`` whose message names the file.
+    """
     path = Path(path)
     if path.is_dir():
         raise CheckpointNotFoundError("is a directory; expected a checkpoint .json file", path=path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointNotFoundError("checkpoint file does not exist", path=path)
-    record = parse_checkpoint_bytes(path.read_bytes(), path=path)
+    if not path.is_file():
+        raise CheckpointNotFoundError("not a regular file; expected a checkpoint .json file", path=path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CheckpointNotFoundError("checkpoint file does not exist", path=path) from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint file: {exc}", path=path) from exc
+    record = parse_checkpoint_bytes(raw, path=path)
     try:
         if record.get("layout") == "log":
             return _load_log_layout(record, path)
@@ -343,26 +512,40 @@ def read_checkpoint_file(path: str | Path) -> CheckpointData:
         return CheckpointData.model_validate(migrate_inline(record))
     except ValidationError as exc:
         raise InvalidCheckpointError(_summarize(exc), path=path) from exc
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except CheckpointError as exc:
+        if exc.path is None:  # name the file in every message
+            raise type(exc)(exc.reason, path=path) from exc
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
         raise InvalidCheckpointError(f"malformed checkpoint record: {exc!r}", path=path) from exc
 
 
 def _load_log_layout(record: dict[str, Any], path: Path) -> CheckpointData:
     log = record.get("log")
-    if not isinstance(log, dict) or not isinstance(log.get("size"), int) or log["size"] < 0:
+    if not isinstance(log, dict) or type(log.get("size")) is not int or log["size"] < 0:
         raise InvalidCheckpointError("checkpoint record has no valid 'log' reference", path=path)
     name = log.get("file")
     if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.startswith("."):
-        raise InvalidCheckpointError(f"unsafe log file name {name!r}", path=path)
+        raise InvalidCheckpointError(f"unsafe log file name {str(name)[:200]!r}", path=path)
+    expected = log.get("sha256")
+    if not isinstance(expected, str):
+        raise InvalidCheckpointError("checkpoint record has no log hash", path=path)
     data = _read_prefix(path.parent / name, log["size"], path)
-    if hashlib.sha256(data).hexdigest() != log.get("sha256"):
-        raise CorruptCheckpointError(f"the session log {name} does not match the checkpoint's hash", path=path)
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise CorruptCheckpointError(
+            f"the session log {name} does not match the checkpoint's hash", path=path
+        )
     replay = LogReplay()
-    replay.apply_bytes(data, path=str(path.parent / name))
+    try:
+        replay.apply_bytes(data)
+    except CorruptCheckpointError as exc:
+        raise CorruptCheckpointError(f"{exc.reason} (in {path.parent / name})", path=path) from exc
     return checkpoint_from_record(record, replay, path=str(path))
 
 
 def _summarize(exc: ValidationError) -> str:
-    problems = [f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]]
+    problems = [
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
+    ]
     more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
     return "checkpoint does not match the schema: " + "; ".join(problems) + more
