@@ -9,7 +9,12 @@ Layout::
 Crash safety: a checkpoint's log bytes are appended before its record is published, and records are
 published by an atomic, no-clobber link of a fully written temporary file. A killed process therefore
 leaves only complete checkpoints; a torn log tail belongs to no checkpoint and is cut on the next open.
-With ``durability="fsync"`` every write is also flushed to the device (survives power loss).
+If publishing fails (the name exists, the disk is full), the bytes just appended are cut off again, so the
+log never holds records the writer's state does not know of. With ``durability="fsync"`` every write is
+also flushed to the device (survives power loss).
+
+``export_checkpoint`` writes a standalone "inline" document (the whole ``CheckpointData``, no log), and
+``read_checkpoint_file`` reads all three kinds: log-layout records, inline documents and seed-era files.
 """
 
 from __future__ import annotations

@@ -1,0 +1,498 @@
+"""DeltaEncoder / LogReplay round trips on sequences of CheckpointData (no files, no AG2 agents)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import orjson
+import pytest
+
+from checkpoint_system.jsonable import UNSERIALIZABLE_KEY
+from checkpoint_system.model import CheckpointData
+from checkpoint_system.storage.delta import (
+    INTERN_MIN_LENGTH,
+    DeltaEncoder,
+    EncodedCheckpoint,
+    LogReplay,
+    checkpoint_from_record,
+    dumps,
+)
+
+AGENTS = ("planner", "coder", "critic")
+MANAGER = "chat_manager"
+
+
+def long_text(tag: Any, size: int = 200) -> str:
+    base = f"message {tag}: "
+    return (base + "lorem ipsum dolor sit amet " * (size // 20 + 1))[:size]
+
+
+def checkpoint(
+    step: int,
+    messages: list[dict[str, Any]],
+    histories: dict[str, dict[str, list[dict[str, Any]]]],
+    *,
+    system_messages: dict[str, str] | None = None,
+    manager_name: str = MANAGER,
+    **extra: Any,
+) -> CheckpointData:
+    """A CheckpointData with the given group messages and per-agent histories (manager under its name)."""
+    system_messages = system_messages or {}
+    states = {
+        name: {
+            "name": name,
+            "agent_class": "autogen.agentchat.conversable_agent.ConversableAgent",
+            "system_message": system_messages.get(name, f"You are {name}. " + long_text(name, 120)),
+            "llm_config": {"config_list": [{"model": "gpt-4o", "api_key": {"$redacted": "api_key"}}]},
+            "_oai_messages": histories.get(name, {}),
+            "consecutive_auto_reply_counter": {manager_name: step},
+            "reply_at_receive": {manager_name: True},
+        }
+        for name in AGENTS
+    }
+    return CheckpointData.model_validate(
+        {
+            "checkpoint_id": f"checkpoint_{step}_test_20240101_000000_000000",
+            "timestamp": "2024-01-01T00:00:00.000000+00:00",
+            "step_number": step,
+            "context": "message_appended",
+            "messages": messages,
+            "agent_states": states,
+            "manager_state": {
+                "name": manager_name,
+                "agent_class": "autogen.agentchat.groupchat.GroupChatManager",
+                "_oai_messages": histories.get(manager_name, {}),
+                "step_counter": step,
+                "current_speaker": AGENTS[step % len(AGENTS)],
+            },
+            "groupchat_state": {"agent_names": list(AGENTS), "max_round": 10_000, "round_index": step},
+            "metadata": {"step": step},
+            **extra,
+        }
+    )
+
+
+class LiveChat:
+    """A group chat that grows like AG2's: message dicts are shared between the lists, lists grow in place."""
+
+    def __init__(self, manager_name: str = MANAGER) -> None:
+        self.manager_name = manager_name
+        self.messages: list[dict[str, Any]] = []
+        self.histories: dict[str, dict[str, list[dict[str, Any]]]] = {
+            name: {manager_name: []} for name in AGENTS
+        }
+        self.histories[manager_name] = {name: [] for name in AGENTS}
+
+    def say(self, index: int, content: Any = None) -> dict[str, Any]:
+        speaker = AGENTS[index % len(AGENTS)]
+        message = {
+            "role": "user",
+            "name": speaker,
+            "content": long_text(index) if content is None else content,
+        }
+        self.messages.append(message)
+        self.histories[self.manager_name][speaker].append(message)
+        for name in AGENTS:
+            self.histories[name][self.manager_name].append(message)
+        return message
+
+    def snapshot(self, step: int, **kwargs: Any) -> CheckpointData:
+        """Shallow copies of the lists, the message objects shared (as ``snapshot.py`` does)."""
+        histories = {
+            agent: {peer: list(h) for peer, h in peers.items()} for agent, peers in self.histories.items()
+        }
+        data = checkpoint(step, list(self.messages), {}, manager_name=self.manager_name, **kwargs)
+        for agent, peers in histories.items():
+            state = data.manager_state if agent == self.manager_name else data.agent_states[agent]
+            assert state is not None
+            state.oai_messages = peers
+        data.messages = list(self.messages)
+        return data
+
+
+class Session:
+    """An encoder plus the log it produced, with every checkpoint's record and log prefix size."""
+
+    def __init__(self) -> None:
+        self.encoder = DeltaEncoder()
+        self.log = b""
+        self.saved: list[tuple[dict[str, Any], int]] = []
+        self.written: list[int] = []
+
+    def save(self, data: CheckpointData, *, trusted: bool = False) -> EncodedCheckpoint:
+        encoded = self.encoder.encode(data, trusted_prefix=trusted)
+        self.log += encoded.log_bytes
+        self.encoder.commit(encoded)
+        record = orjson.loads(dumps(encoded.record))  # as stored: through JSON
+        self.saved.append((record, len(self.log)))
+        self.written.append(len(encoded.log_bytes))
+        return encoded
+
+    def load(self, index: int) -> CheckpointData:
+        record, size = self.saved[index]
+        replay = LogReplay()
+        replay.apply_bytes(self.log[:size])
+        return checkpoint_from_record(record, replay)
+
+    def log_records(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.log.splitlines()]
+
+
+def assert_same(loaded: CheckpointData, expected: CheckpointData) -> None:
+    assert loaded.model_dump() == expected.model_dump()
+    assert loaded == expected
+
+
+def frozen(data: CheckpointData) -> CheckpointData:
+    """An independent deep copy (what the checkpoint held when it was taken)."""
+    return data.model_copy(deep=True)
+
+
+# -- round trips ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_growth_round_trip_every_checkpoint(trusted: bool) -> None:
+    chat, session, expected = LiveChat(), Session(), []
+    for step in range(30):
+        chat.say(step)
+        data = chat.snapshot(step)
+        expected.append(frozen(data))
+        session.save(data, trusted=trusted)
+    for index, data in enumerate(expected):
+        assert_same(session.load(index), data)
+    kinds = [next(iter(r)) for r in session.log_records()]
+    assert "mt" not in kinds and "ht" not in kinds  # pure growth is appends only
+
+
+def test_empty_checkpoint_and_no_change_writes_nothing() -> None:
+    session = Session()
+    empty = checkpoint(0, [], {})
+    session.save(empty)
+    assert_same(session.load(0), empty)
+    first = session.written[0]
+    assert first > 0  # the configurations
+    session.save(checkpoint(0, [], {}))
+    assert session.written[1] == 0
+    assert_same(session.load(1), empty)
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_truncation_clear_history_then_growth(trusted: bool) -> None:
+    chat, session, expected = LiveChat(), Session(), []
+    for step in range(12):
+        chat.say(step)
+        if step == 6:  # AG2 clear_history: the list is emptied in place
+            chat.histories["coder"][MANAGER].clear()
+            chat.messages.clear()
+        if step == 9:  # shortened without clearing
+            del chat.histories["critic"][MANAGER][2:]
+        data = chat.snapshot(step)
+        expected.append(frozen(data))
+        session.save(data, trusted=trusted)
+    for index, data in enumerate(expected):
+        assert_same(session.load(index), data)
+    records = session.log_records()
+    assert {"mt": 0} in records
+    assert any("ht" in r and r["n"] == 0 for r in records)
+    assert any("ht" in r and r["n"] == 2 for r in records)
+
+
+def test_edit_in_middle_of_history_detected_by_full_compare() -> None:
+    chat, session = LiveChat(), Session()
+    for step in range(8):
+        chat.say(step)
+        session.save(chat.snapshot(step))
+    before = frozen(chat.snapshot(7))
+
+    # 1. an edit that replaces the message object
+    history = chat.histories["planner"][MANAGER]
+    history[3] = {**history[3], "content": "edited: " + long_text("edit")}
+    edited = chat.snapshot(8)
+    session.save(edited)
+    assert_same(session.load(7), before)
+    assert_same(session.load(8), frozen(edited))
+    assert {"ht": next(r["hd"] for r in session.log_records() if r.get("a") == "planner"), "n": 3} in (
+        session.log_records()
+    )
+
+    # 2. an in-place edit of an already logged dict (same object, same length)
+    chat.messages[2]["content"] = "mutated in place"
+    mutated = chat.snapshot(9)
+    size_before = len(session.log)
+    session.save(mutated)
+    assert len(session.log) > size_before
+    assert session.load(9).messages[2]["content"] == "mutated in place"
+    assert_same(session.load(9), frozen(mutated))
+    assert_same(session.load(7), before)  # earlier checkpoints still read what they held
+
+
+def test_untrusted_detects_changes_equality_would_hide() -> None:
+    session = Session()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "x", "n": 1}]
+    session.save(checkpoint(0, messages, {}))
+    messages[0]["n"] = 1.0  # == 1, but a different JSON value
+    session.save(checkpoint(1, messages, {}))
+    messages[0]["n"] = True  # == 1 as well
+    session.save(checkpoint(2, messages, {}))
+    assert [type(session.load(i).messages[0]["n"]) for i in range(3)] == [int, float, bool]
+
+
+def test_trusted_fast_path_equals_untrusted_result() -> None:
+    trusted_chat, untrusted_chat = LiveChat(), LiveChat()
+    trusted, untrusted = Session(), Session()
+    for step in range(60):
+        for chat in (trusted_chat, untrusted_chat):
+            chat.say(step)
+            if step == 25:
+                chat.histories["coder"][MANAGER].clear()
+            if step == 40:
+                del chat.messages[10:]
+        trusted.save(trusted_chat.snapshot(step), trusted=True)
+        untrusted.save(untrusted_chat.snapshot(step), trusted=False)
+    assert trusted.log == untrusted.log
+    assert [r for r, _ in trusted.saved] == [r for r, _ in untrusted.saved]
+    for index in range(0, 60, 7):
+        assert_same(trusted.load(index), untrusted.load(index))
+
+
+# -- values ---------------------------------------------------------------------------------------------
+
+
+def test_dicts_with_reference_keys_are_escaped() -> None:
+    tricky: list[dict[str, Any]] = [
+        {"role": "user", "content": {"$s": 0}},
+        {"role": "user", "content": {"$lit": "x"}},
+        {"$s": 1},
+        {"$lit": {"$s": 3}},
+        {"$s": 1, "other": 2},
+        {"content": [{"$s": 0}, {"$lit": {"$lit": {}}}, {"$s": "not an index"}]},
+        {"nested": {"deeper": {"$s": long_text("ref")}}},
+        {"content": long_text(0)},  # string 0 really exists, so a mistaken reference would decode to it
+    ]
+    session = Session()
+    data = checkpoint(0, copy.deepcopy(tricky), {"coder": {MANAGER: copy.deepcopy(tricky)}})
+    session.save(data)
+    loaded = session.load(0)
+    assert loaded.messages == tricky
+    assert loaded.agent_states["coder"].oai_messages[MANAGER] == tricky
+
+
+def test_long_short_and_unicode_strings() -> None:
+    boundary = "b" * (INTERN_MIN_LENGTH - 1)
+    interned = "i" * INTERN_MIN_LENGTH
+    texts = [
+        "",
+        "ok",
+        boundary,
+        interned,
+        "x" * 100_000,
+        "héllo wörld — ünïcödé " * 5,
+        "日本語のテキスト、中文文本 한국어 텍스트 " * 4,
+        "emoji 😀🎉👩‍👩‍👧 " * 10,
+        "line\nbreaks\r\nand\ttabs\u2028\u2029 and a NUL \x00 char" * 3,
+        'quotes " and backslashes \\ and {"json": "inside"}' * 2,
+    ]
+    messages = [{"role": "user", "content": text} for text in texts]
+    repeated = [{"role": "assistant", "content": "x" * 100_000}]  # same long text again: referenced
+    session = Session()
+    data = checkpoint(0, messages + repeated, {"planner": {MANAGER: messages}})
+    session.save(data)
+    assert_same(session.load(0), data)
+    strings = [r["v"] for r in session.log_records() if "s" in r]
+    assert boundary not in strings and interned in strings
+    assert strings.count("x" * 100_000) == 1
+    assert len(session.log) < 100_000 + 10_000  # the 100 kB text is written once, not three times
+
+
+def test_nested_tool_calls_round_trip() -> None:
+    arguments = orjson.dumps(
+        {"code": "print('hi')\n" * 10, "timeout": 30, "flags": [1, 2.5, None, True]}
+    ).decode()
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "name": "planner", "content": "run it"},
+        {
+            "role": "assistant",
+            "name": "coder",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "run_python", "arguments": arguments},
+                },
+                {"id": "call_2", "type": "function", "function": {"name": "noop", "arguments": "{}"}},
+            ],
+        },
+        {
+            "role": "tool",
+            "tool_responses": [
+                {"tool_call_id": "call_1", "role": "tool", "content": "hi\n" * 40},
+                {"tool_call_id": "call_2", "role": "tool", "content": ""},
+            ],
+            "content": "hi\n" * 40,
+        },
+    ]
+    session = Session()
+    data = checkpoint(0, copy.deepcopy(messages), {"coder": {MANAGER: copy.deepcopy(messages)}})
+    session.save(data)
+    assert_same(session.load(0), data)
+
+
+def test_non_json_values_become_markers() -> None:
+    class Client:
+        pass
+
+    messages: list[dict[str, Any]] = [
+        {
+            "role": "user",
+            "content": "x",
+            "client": Client(),
+            "callback": len,
+            "tags": {"b", "a"},
+            "pair": (1, 2),
+        },
+        {"role": "user", "content": "big", "n": 2**70, "neg": -(2**70)},
+        {"role": "user", "content": "lone surrogate \ud800 here"},
+    ]
+    session = Session()
+    session.save(checkpoint(0, messages, {}))
+    loaded = session.load(0).messages
+    assert loaded[0]["client"][UNSERIALIZABLE_KEY].endswith("Client")
+    assert loaded[0]["client"]["restore_from"] == "user"
+    assert UNSERIALIZABLE_KEY in loaded[0]["callback"]
+    assert loaded[0]["tags"] == ["a", "b"]
+    assert loaded[0]["pair"] == [1, 2]
+    assert loaded[1]["n"] == str(2**70) and loaded[1]["neg"] == str(-(2**70))
+    assert loaded[2]["content"] == "lone surrogate \ufffd here"
+    # Saving the same data again is recognised as unchanged (the conversion is deterministic).
+    session.save(checkpoint(1, messages, {}))
+    assert session.written[1] == 0
+
+
+def test_checkpoint_extra_fields_survive() -> None:
+    session = Session()
+    data = checkpoint(0, [], {}, custom_field={"nested": [1, 2]})
+    session.save(data)
+    loaded = session.load(0)
+    assert loaded.model_extra == {"custom_field": {"nested": [1, 2]}}
+    assert_same(loaded, data)
+
+
+def test_manager_named_like_an_agent_keeps_separate_histories() -> None:
+    session = Session()
+    for step in range(4):
+        agent_history = [{"role": "user", "content": f"to agent {i}"} for i in range(step + 2)]
+        manager_history = [{"role": "user", "content": f"to manager {i}"} for i in range(step + 1)]
+        data = checkpoint(step, [], {"coder": {"planner": agent_history}}, manager_name="coder")
+        assert data.manager_state is not None
+        data.manager_state.oai_messages = {"planner": manager_history}  # same (name, peer) as agent coder's
+        session.save(data, trusted=step % 2 == 0)
+        loaded = session.load(step)
+        assert loaded.agent_states["coder"].oai_messages["planner"] == agent_history
+        assert loaded.manager_state is not None
+        assert loaded.manager_state.oai_messages["planner"] == manager_history
+
+
+# -- configurations ----------------------------------------------------------------------------------------
+
+
+def test_configs_deduplicated_and_new_config_on_change() -> None:
+    chat, session = LiveChat(), Session()
+    for step in range(10):
+        chat.say(step)
+        session.save(chat.snapshot(step), trusted=True)
+    configs = [r for r in session.log_records() if "c" in r]
+    assert len(configs) == len(AGENTS) + 1  # one per agent and the manager, not one per checkpoint
+
+    chat.say(10)
+    changed = chat.snapshot(10, system_messages={"coder": "You now review code only."})
+    session.save(changed, trusted=True)
+    configs = [r for r in session.log_records() if "c" in r]
+    assert len(configs) == len(AGENTS) + 2
+    assert configs[-1]["v"]["system_message"] == "You now review code only."
+    assert session.load(10).agent_states["coder"].system_message == "You now review code only."
+    assert str(session.load(9).agent_states["coder"].system_message).startswith("You are coder.")
+
+    chat.say(11)
+    session.save(chat.snapshot(11), trusted=True)  # back to the first configuration: referenced again
+    assert len([r for r in session.log_records() if "c" in r]) == len(AGENTS) + 2
+    assert (
+        session.saved[11][0]["agents"]["coder"]["config"] == session.saved[0][0]["agents"]["coder"]["config"]
+    )
+
+
+# -- failures, continuation, cost ------------------------------------------------------------------------
+
+
+def test_encode_without_commit_does_not_change_state() -> None:
+    chat, session = LiveChat(), Session()
+    for step in range(3):
+        chat.say(step)
+        session.save(chat.snapshot(step))
+    chat.say(3)
+    data = chat.snapshot(3)
+    failed = session.encoder.encode(data)  # its write "failed": never committed
+    again = session.encoder.encode(data)
+    assert failed.log_bytes == again.log_bytes and failed.record == again.record
+    assert failed.log_bytes  # it had something to write
+    session.save(data)  # the retry
+    assert_same(session.load(3), frozen(data))
+    with pytest.raises(ValueError, match="stale"):
+        session.encoder.commit(failed)
+    strings = [r["s"] for r in session.log_records() if "s" in r]
+    assert strings == list(range(len(strings)))  # no string written twice
+
+
+def test_continue_from_replayed_log() -> None:
+    chat, session, expected = LiveChat(), Session(), []
+    for step in range(10):
+        chat.say(step)
+        expected.append(frozen(chat.snapshot(step)))
+        session.save(chat.snapshot(step), trusted=True)
+    replay = LogReplay()
+    replay.apply_bytes(session.log)
+    session.encoder = DeltaEncoder()
+    session.encoder.load_state(replay)
+    chat.say(10)
+    encoded = session.save(chat.snapshot(10), trusted=True)  # objects differ: full compare, then appends
+    new_lines = [orjson.loads(line) for line in encoded.log_bytes.splitlines()]
+    assert not any("mt" in r or "ht" in r or "c" in r or "hd" in r for r in new_lines)
+    assert sum(1 for r in new_lines if "m" in r) == 1 + len(AGENTS) + 1  # group + each agent + manager
+    assert_same(session.load(10), frozen(chat.snapshot(10)))
+    assert_same(session.load(4), expected[4])
+
+
+def test_replay_rejects_malformed_logs() -> None:
+    from checkpoint_system.errors import CorruptCheckpointError
+
+    for bad in (
+        b'{"s":1,"v":"out of sequence"}\n',
+        b'{"h":7,"m":{}}\n',
+        b'{"m":{"$s":5}}\n',
+        b'{"m":{"$s":-1}}\n',
+        b'{"hd":0,"a":"x","p":"y"}\n{"hd":0,"a":"x","p":"z"}\n',
+        b'{"what":1}\n',
+        b"[1]\n",
+        b"not json\n",
+        b'{"m":{}}',
+    ):
+        with pytest.raises(CorruptCheckpointError):
+            LogReplay().apply_bytes(bad, path="log.jsonl")
+
+
+def test_bytes_per_checkpoint_stay_flat() -> None:
+    chat, session = LiveChat(), Session()
+    record_sizes = []
+    for step in range(1000):
+        chat.say(step)
+        encoded = session.save(chat.snapshot(step), trusted=True)
+        record_sizes.append(len(dumps(encoded.record)))
+    at_100 = sum(session.written[95:105]) / 10
+    at_1000 = sum(session.written[990:1000]) / 10
+    assert at_1000 <= at_100 * 1.05, (at_100, at_1000)
+    assert record_sizes[999] <= record_sizes[99] * 1.05, (record_sizes[99], record_sizes[999])
+    # One message costs its text once plus a few short references, not the whole conversation.
+    assert at_1000 < 200 + 400 + 4 * 120, at_1000
+    assert_same(session.load(999), frozen(chat.snapshot(999)))
