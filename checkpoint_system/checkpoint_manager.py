@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from .errors import CheckpointError, CheckpointSaveError
 from .model import FORMAT_VERSION, CheckpointData
 from .snapshot import conversation_snapshot, utc_timestamp
-from .storage.files import Durability, FileSessionStore, checkpoint_file_name, read_checkpoint_file
+from .storage import Durability, SessionStore, is_store_url, load_reference, open_store
+from .storage.files import FileSessionStore, checkpoint_file_name
+from .storage.protocol import CheckpointStore
 from .versions import ag2_version, library_version
 
 if TYPE_CHECKING:
@@ -32,17 +34,25 @@ CHAT_HISTORY = "chat_history.json"
 PROBLEM_STATEMENT = "problem_statement.txt"
 
 
+def default_session_id() -> str:
+    """``session_YYYYMMDD_HHMMSS_ffffff``: unique per microsecond, sortable by start time."""
+    return datetime.now().strftime("session_%Y%m%d_%H%M%S_%f")
+
+
 def default_session_dir(root: str | Path = "logs") -> Path:
-    """``<root>/session_YYYYMMDD_HHMMSS_ffffff``: unique per microsecond, sortable by start time."""
-    return Path(root) / datetime.now().strftime("session_%Y%m%d_%H%M%S_%f")
+    """``<root>/session_YYYYMMDD_HHMMSS_ffffff``."""
+    return Path(root) / default_session_id()
 
 
 class CheckpointManager:
     """Checkpoints of one session directory.
 
     Args:
-        session_dir: the session directory (created on first write). Defaults to a new
-            ``logs/session_<timestamp>``.
+        session_dir: the session directory (created on first write), or a store URL
+            (``sqlite:///checkpoints.db``, ``postgresql://...``). Defaults to a new
+            ``logs/session_<timestamp>`` directory.
+        store: a ``CheckpointStore`` (or its URL) holding many sessions; with it, ``session_id`` names the
+            session (default: a new ``session_<timestamp>``).
         durability: ``"crash"`` (default) survives a killed process; ``"fsync"`` also survives power loss,
             at the cost of a device flush per checkpoint.
         on_save_error: ``"raise"`` (default) stops the chat with ``CheckpointSaveError`` when a checkpoint
@@ -65,11 +75,26 @@ class CheckpointManager:
         problem_context: str = "",
         metadata: dict[str, Any] | None = None,
         checkpoint_metadata: dict[str, Any] | None = None,
+        store: CheckpointStore | str | None = None,
+        session_id: str | None = None,
     ) -> None:
         if on_save_error not in ("raise", "warn"):
             raise ValueError(f"on_save_error must be 'raise' or 'warn', not {on_save_error!r}")
-        self.session_dir = Path(session_dir) if session_dir is not None else default_session_dir()
-        self.store = FileSessionStore(self.session_dir, durability=durability)
+        if store is None and isinstance(session_dir, str) and is_store_url(session_dir):
+            store, session_dir = session_dir, None
+        self.session_dir: Path | None
+        self.backing_store: CheckpointStore | None
+        self.store: SessionStore
+        if store is not None:
+            self.backing_store = open_store(store) if isinstance(store, str) else store
+            self.store = self.backing_store.open_session(
+                session_id or default_session_id(), durability=durability
+            )
+            self.session_dir = None
+        else:
+            self.backing_store = None
+            self.session_dir = Path(session_dir) if session_dir is not None else default_session_dir()
+            self.store = FileSessionStore(self.session_dir, durability=durability)
         self.on_save_error: SaveErrorPolicy = on_save_error
         self.problem_context = problem_context
         self.last_checkpoint_id: str | None = parent_checkpoint_id
@@ -93,8 +118,16 @@ class CheckpointManager:
 
     @property
     def session_id(self) -> str:
-        """The session directory's name."""
-        return self.session_dir.name
+        """The session's id (for a directory: its name)."""
+        return self.store.session_id
+
+    @property
+    def location(self) -> str:
+        """Where the session lives: its directory, or ``<store url>#<session id>``."""
+        if self.session_dir is not None:
+            return str(self.session_dir)
+        assert self.backing_store is not None
+        return f"{self.backing_store.url}#{self.session_id}"
 
     # -- taking and saving ----------------------------------------------------------------------------
     def next_step_number(self) -> int:
@@ -133,7 +166,7 @@ class CheckpointManager:
             parent_checkpoint_id=self.last_checkpoint_id,
             session_id=self.session_id,
             metadata={
-                "session_dir": str(self.session_dir),
+                "session_dir": self.location,
                 "problem_context": self.problem_context,
                 **self.checkpoint_metadata,
                 **(metadata or {}),
@@ -177,10 +210,9 @@ class CheckpointManager:
 
     def _save(self, data: CheckpointData, *, trusted_prefix: bool) -> str | None:
         try:
-            path = self.store.save(data, trusted_prefix=trusted_prefix)
+            checkpoint_id = self.store.save(data, trusted_prefix=trusted_prefix)
         except CheckpointError as exc:
             return self._save_failed(data, exc)
-        checkpoint_id = path.stem
         self.last_checkpoint_id = checkpoint_id
         self._next_step = max(self.next_step_number(), data.step_number) + 1
         self._checkpoint_count += 1
@@ -205,27 +237,39 @@ class CheckpointManager:
         return None
 
     # -- session documents ----------------------------------------------------------------------------
-    def update_session_metadata(self, **fields: Any) -> Path:
+    def update_session_metadata(self, **fields: Any) -> None:
         """Merge ``fields`` into ``session_metadata.json`` and rewrite it atomically."""
         self._session_metadata.update(fields, updated_at=utc_timestamp())
-        return self.store.write_json(SESSION_METADATA, self._session_metadata)
+        self.store.write_document(SESSION_METADATA, self._session_metadata)
 
-    def save_checkpoints_metadata(self) -> Path:
-        """Write ``session_metadata.json`` with the full, ordered list of this session's checkpoints."""
+    def save_checkpoints_metadata(self) -> Path | None:
+        """Write ``session_metadata.json`` with the full, ordered list of this session's checkpoints.
+
+        Returns the file's path for a session directory (None for a database store).
+        """
         checkpoints = self.list_checkpoints()
-        return self.update_session_metadata(
+        self.update_session_metadata(
             checkpoints=checkpoints,
             checkpoint_count=len(checkpoints),
             latest_checkpoint=checkpoints[-1] if checkpoints else None,
         )
+        return self.session_dir / SESSION_METADATA if self.session_dir is not None else None
 
-    def save_chat_history(self, messages: Sequence[dict[str, Any]]) -> Path:
+    def save_chat_history(self, messages: Sequence[dict[str, Any]]) -> None:
         """Write the group chat transcript to ``chat_history.json``."""
-        return self.store.write_json(CHAT_HISTORY, list(messages))
+        self.store.write_document(CHAT_HISTORY, list(messages))
 
-    def save_problem_statement(self, text: str) -> Path:
+    def save_problem_statement(self, text: str) -> None:
         """Write ``problem_statement.txt``."""
-        return self.store.write_text(PROBLEM_STATEMENT, text)
+        self.store.write_document(PROBLEM_STATEMENT, text)
+
+    def write_document(self, name: str, value: Any) -> None:
+        """Write another session document (e.g. ``continuation_metadata.json``)."""
+        self.store.write_document(name, value)
+
+    def read_document(self, name: str) -> Any:
+        """A session document, or None."""
+        return self.store.read_document(name)
 
     @property
     def session_metadata(self) -> dict[str, Any]:
@@ -244,16 +288,22 @@ class CheckpointManager:
 
     def load_checkpoint(self, checkpoint_id: str) -> CheckpointData:
         """Load a checkpoint of this session by id (or by path)."""
-        return self.store.load(checkpoint_id)
+        return self.store.load(str(checkpoint_id))
 
     def checkpoint_path(self, checkpoint_id: str) -> Path:
-        """The file that holds a checkpoint of this session."""
+        """The file that holds a checkpoint of this session (file sessions only; see ``locate``)."""
+        if not isinstance(self.store, FileSessionStore):
+            raise TypeError("checkpoint_path is for file sessions; use locate() for a store reference")
         return self.store.path_of(checkpoint_id)
+
+    def locate(self, checkpoint_id: str) -> str:
+        """A reference to a checkpoint that ``load_checkpoint_file`` resolves from anywhere."""
+        return self.store.locate(checkpoint_id)
 
     @staticmethod
     def load_checkpoint_file(path: str | Path) -> CheckpointData:
-        """Load a checkpoint from its file path, wherever its session is."""
-        return read_checkpoint_file(path)
+        """Load a checkpoint from its file path (or a store reference ``<url>#<session>/<id>``)."""
+        return load_reference(path).load()
 
     def close(self) -> None:
         """Release the session's writer lock and files."""

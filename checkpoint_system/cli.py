@@ -15,7 +15,7 @@ from .errors import CheckpointError
 from .intervention import Intervention
 from .model import checkpoint_json_schema
 from .restorer import CheckpointRestorer
-from .storage.files import FileSessionStore, read_checkpoint_file
+from .storage import FileSessionStore, SessionStore, is_store_url, load_reference, open_store
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -56,7 +56,9 @@ def _interventions(args: argparse.Namespace) -> list[Intervention]:
 
 def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``continue`` (shared with examples/continue_from_checkpoint.py)."""
-    parser.add_argument("checkpoint", type=Path, help="checkpoint .json file to continue from")
+    parser.add_argument(
+        "checkpoint", help="checkpoint .json file (or <store url>#<session>/<id>) to continue from"
+    )
     parser.add_argument(
         "--rounds", type=int, default=None, help="at most this many new messages (default: remaining budget)"
     )
@@ -99,7 +101,7 @@ def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | N
         result = restorer.continue_from(args.checkpoint, args.rounds, interventions=changes, force=args.force)
     for note in result.restored.report.notes + result.restored.report.mismatches:
         print(f"note: {note}")
-    print(f"continuation directory: {result.directory}")
+    print(f"continuation: {result.location}")
     if not result.ok:
         print(f"not continued: {result.reason}")
         return 3
@@ -108,18 +110,27 @@ def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | N
 
 
 def _list(args: argparse.Namespace) -> int:
-    store = FileSessionStore(args.session)
-    ids = store.list_checkpoints()
+    if is_store_url(args.session):
+        url, _, session_id = args.session.partition("#")
+        store = open_store(url)
+        if not session_id:
+            for name in store.list_sessions():
+                print(f"{url}#{name}")
+            return 0
+        session: SessionStore = store.open_session(session_id)
+    else:
+        session = FileSessionStore(args.session)
+    ids = session.list_checkpoints()
     if not ids:
         print(f"no checkpoints in {args.session}")
         return 1
     for checkpoint_id in ids:
-        print(store.path_of(checkpoint_id))
+        print(session.locate(checkpoint_id))
     return 0
 
 
 def _show(args: argparse.Namespace) -> int:
-    data = read_checkpoint_file(args.checkpoint)
+    data = load_reference(args.checkpoint).load()
     print(f"{data.checkpoint_id}  step {data.step_number}  {data.context}  {data.timestamp}")
     print(f"parent: {data.parent_checkpoint_id}  ag2 {data.ag2_version}  format {data.format_version}")
     for index, message in enumerate(data.messages):
@@ -132,10 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m checkpoint_system", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_continue_arguments(sub.add_parser("continue", help="continue a chat from a checkpoint file"))
-    listing = sub.add_parser("list", help="list a session's checkpoint files in order")
-    listing.add_argument("session", type=Path)
-    show = sub.add_parser("show", help="print a checkpoint's transcript")
-    show.add_argument("checkpoint", type=Path)
+    listing = sub.add_parser(
+        "list",
+        help="a session's checkpoints in order (a directory or <url>#<session>), or a store's sessions",
+    )
+    listing.add_argument("session")
+    show = sub.add_parser("show", help="print a checkpoint's transcript (file path or <url>#<session>/<id>)")
+    show.add_argument("checkpoint")
     sub.add_parser("schema", help="print the JSON Schema of CheckpointData")
     return parser
 

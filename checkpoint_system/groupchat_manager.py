@@ -426,4 +426,5 @@ class CheckpointingGroupChatManager(GroupChatManager):
     @property
     def chat_history_path(self) -> Path:
         """Where the transcript is written when a run ends."""
+        assert self.checkpoint_manager.session_dir is not None, "not a file session"
         return self.checkpoint_manager.session_dir / CHAT_HISTORY

@@ -35,7 +35,7 @@ from .rebuild import (
     termination_callable,
 )
 from .snapshot import utc_timestamp
-from .storage.files import read_checkpoint_file
+from .storage import CheckpointReference, CheckpointStore, load_reference
 
 CONTINUATION_METADATA = "continuation_metadata.json"
 
@@ -63,17 +63,28 @@ def session_dir_of(checkpoint_file: Path) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
+def new_continuation_session_id(store: CheckpointStore, parent_session_id: str) -> str:
+    """``<parent>/continuation_YYYYMMDD_HHMMSS_ffffff`` not yet used in ``store``."""
+    stamp = datetime.now().strftime("continuation_%Y%m%d_%H%M%S_%f")
+    existing = set(store.list_sessions())
+    for attempt in range(1000):
+        candidate = f"{parent_session_id}/{stamp if attempt == 0 else f'{stamp}_{attempt}'}"
+        if candidate not in existing:
+            return candidate
+    raise CheckpointError(f"could not find a free continuation id under {parent_session_id!r}")
+
+
 @dataclass
 class RestoredChat:
     """A checkpoint rebuilt into live objects, ready to continue."""
 
     checkpoint: CheckpointData
-    checkpoint_file: Path
+    checkpoint_file: CheckpointReference
     agents: list[ConversableAgent]
     groupchat: GroupChat
     manager: CheckpointingGroupChatManager
     checkpoint_manager: CheckpointManager
-    directory: Path
+    directory: Path | None
     report: RestoreReport
     interventions: list[Intervention] = field(default_factory=list)
 
@@ -84,13 +95,18 @@ class ContinuationResult:
 
     ok: bool
     reason: str
-    directory: Path
+    directory: Path | None
     restored: RestoredChat
     chat_result: ChatResult | None
     new_messages: list[dict[str, Any]]
 
     def __bool__(self) -> bool:
         return self.ok
+
+    @property
+    def location(self) -> str:
+        """The continuation's directory, or ``<store url>#<session id>``."""
+        return self.restored.checkpoint_manager.location
 
     @property
     def manager(self) -> CheckpointingGroupChatManager:
@@ -181,9 +197,9 @@ class CheckpointRestorer:
         return self.continue_from(checkpoint_file, max_rounds=max_rounds)
 
     # -- the full API --------------------------------------------------------------------------------------
-    def load(self, checkpoint_file: str | Path) -> CheckpointData:
-        """Load and validate a checkpoint file."""
-        return read_checkpoint_file(checkpoint_file)
+    def load(self, checkpoint_file: str | Path, store: CheckpointStore | str | None = None) -> CheckpointData:
+        """Load and validate a checkpoint (a file path, a store reference, or an id within ``store``)."""
+        return load_reference(checkpoint_file, store).load()
 
     def restore(
         self,
@@ -192,30 +208,49 @@ class CheckpointRestorer:
         interventions: Iterable[Intervention] = (),
         continuation_dir: str | Path | None = None,
         force: bool = False,
+        store: CheckpointStore | str | None = None,
     ) -> RestoredChat:
-        """Rebuild agents, group chat and manager from a checkpoint into a new continuation directory."""
-        path = Path(checkpoint_file)
-        original = self.load(path)
+        """Rebuild agents, group chat and manager from a checkpoint into a new continuation session.
+
+        ``checkpoint_file`` is a checkpoint file path, a ``<store url>#<session>/<id>`` reference, or (with
+        ``store``) a checkpoint id. File checkpoints continue into ``<session>/continuation_<ts>/``; store
+        checkpoints into the session ``<session>/continuation_<ts>`` of the same store.
+        """
+        reference = load_reference(checkpoint_file, store)
+        original = reference.load()
+        where = str(reference)
         if original.context == "error" and original.metadata.get("pending_messages") and not force:
             raise CheckpointError(
                 "this error checkpoint was taken mid-broadcast; continue from the checkpoint before it "
                 "(or pass force=True)",
-                path=path,
+                path=where,
             )
         changes = list(interventions)
         checkpoint = apply_interventions(original, changes)
         report = RestoreReport()
         agents, factory_groupchat = self._agents_for(checkpoint, report)
-        directory = Path(continuation_dir) if continuation_dir else new_continuation_dir(session_dir_of(path))
-        if continuation_dir:
+        directory: Path | None = None
+        target: dict[str, Any]
+        if reference.path is not None:
+            directory = (
+                Path(continuation_dir)
+                if continuation_dir
+                else new_continuation_dir(session_dir_of(reference.path))
+            )
             directory.mkdir(parents=True, exist_ok=True)
+            parent_ref = os.path.relpath(reference.path.resolve(), directory.resolve())
+            target = {"session_dir": directory}
+        else:
+            session_id = new_continuation_session_id(reference.store, reference.session_id)
+            parent_ref = where
+            target = {"store": reference.store, "session_id": session_id}
         lineage = {
             "parent_checkpoint_id": original.checkpoint_id,
-            "parent_checkpoint_path": os.path.relpath(path.resolve(), directory.resolve()),
-            "parent_session_id": original.session_id,
+            "parent_checkpoint_path": parent_ref,
+            "parent_session_id": reference.session_id,
         }
         checkpoint_manager = CheckpointManager(
-            directory,
+            **target,
             parent_checkpoint_id=original.checkpoint_id,
             problem_context=str(checkpoint.metadata.get("problem_context") or ""),
             metadata={"continuation_of": lineage},
@@ -229,7 +264,15 @@ class CheckpointRestorer:
         all_agents = list(agents)
         manager.load_checkpoint_state(checkpoint, all_agents)
         restored = RestoredChat(
-            checkpoint, path, all_agents, groupchat, manager, checkpoint_manager, directory, report, changes
+            checkpoint,
+            reference,
+            all_agents,
+            groupchat,
+            manager,
+            checkpoint_manager,
+            directory,
+            report,
+            changes,
         )
         self._write_metadata(restored, status="restored", lineage=lineage)
         return restored
@@ -242,10 +285,15 @@ class CheckpointRestorer:
         interventions: Iterable[Intervention] = (),
         force: bool = False,
         continuation_dir: str | Path | None = None,
+        store: CheckpointStore | str | None = None,
     ) -> ContinuationResult:
         """Restore and run at most ``max_rounds`` new messages (``None``: the original remaining budget)."""
         restored = self.restore(
-            checkpoint_file, interventions=interventions, continuation_dir=continuation_dir, force=force
+            checkpoint_file,
+            interventions=interventions,
+            continuation_dir=continuation_dir,
+            force=force,
+            store=store,
         )
         start = len(restored.groupchat.messages)
         self._write_metadata(restored, status="running", rounds_requested=max_rounds)
@@ -264,10 +312,15 @@ class CheckpointRestorer:
         interventions: Iterable[Intervention] = (),
         force: bool = False,
         continuation_dir: str | Path | None = None,
+        store: CheckpointStore | str | None = None,
     ) -> ContinuationResult:
         """Async ``continue_from`` (AG2's ``a_run_chat`` drives the chat)."""
         restored = self.restore(
-            checkpoint_file, interventions=interventions, continuation_dir=continuation_dir, force=force
+            checkpoint_file,
+            interventions=interventions,
+            continuation_dir=continuation_dir,
+            force=force,
+            store=store,
         )
         start = len(restored.groupchat.messages)
         self._write_metadata(restored, status="running", rounds_requested=max_rounds)
@@ -307,8 +360,8 @@ class CheckpointRestorer:
         return ContinuationResult(ok, reason, restored.directory, restored, result, new_messages)
 
     def _write_metadata(self, restored: RestoredChat, **fields: Any) -> None:
-        store = restored.checkpoint_manager.store
-        current = store.read_json(CONTINUATION_METADATA) or {
+        checkpoints = restored.checkpoint_manager
+        current = checkpoints.read_document(CONTINUATION_METADATA) or {
             "parent_checkpoint_file": str(restored.checkpoint_file),
             "parent_checkpoint_step": restored.checkpoint.step_number,
             "parent_context": restored.checkpoint.context,
@@ -321,7 +374,7 @@ class CheckpointRestorer:
             {k: v for k, v in fields.items() if v is not None or k in ("reason", "rounds_requested")}
         )
         current["updated_at"] = utc_timestamp()
-        store.write_json(CONTINUATION_METADATA, current)
+        checkpoints.write_document(CONTINUATION_METADATA, current)
 
     def _call_factory(self, checkpoint: CheckpointData) -> FactoryResult:
         assert self.agent_factory is not None

@@ -95,7 +95,7 @@ def fill(store: FileSessionStore, chat: Chat, steps: range) -> list[tuple[str, C
     for step in steps:
         chat.say(step)
         data = chat.checkpoint(step)
-        path = store.save(data, trusted_prefix=True)
+        path = store.path_of(store.save(data, trusted_prefix=True))
         saved.append((path.stem, data.model_copy(deep=True)))
     return saved
 
@@ -182,7 +182,7 @@ def test_list_checkpoints_sorts_steps_numerically(store: FileSessionStore) -> No
     chat.say(0)
     ids = {}
     for step in (10, 2, 11, 1, 0, 9, 100, 20):
-        ids[step] = store.save(chat.checkpoint(step)).stem
+        ids[step] = store.save(chat.checkpoint(step))
     assert store.list_checkpoints() == [ids[s] for s in sorted(ids)]
     assert store.next_step_number() == 101
     (store.checkpoint_dir / "notes.json").write_text("{}")  # not a checkpoint name: not listed
@@ -196,7 +196,7 @@ def test_same_microsecond_checkpoints_never_collide(store: FileSessionStore) -> 
     for step in range(6):
         chat.say(step)
         data = chat.checkpoint(step, timestamp=TIMESTAMP)
-        paths.append(store.save(data))
+        paths.append(store.path_of(store.save(data)))
     assert len({p.name for p in paths}) == 6
     assert len({store.load(p.stem).checkpoint_id for p in paths}) == 6
     assert [len(store.load(p.stem).messages) for p in paths] == [1, 2, 3, 4, 5, 6]
@@ -262,7 +262,7 @@ def test_failed_publish_rolls_back_the_log(
     assert log.stat().st_size == size
     monkeypatch.undo()
 
-    path = store.save(data, trusted_prefix=True)  # the retry writes exactly what is needed, once
+    path = store.path_of(store.save(data, trusted_prefix=True))  # the retry writes exactly what is needed, once
     same(store.load(path.stem), data)
     strings = [r["s"] for r in map(orjson.loads, log.read_bytes().splitlines()) if "s" in r]
     assert strings == list(range(len(strings)))
@@ -292,7 +292,7 @@ def test_second_store_on_same_session_is_locked(
         other.save(chat.checkpoint(40))
     assert str(session) in str(info.value)
     store.close()
-    path = other.save(chat.checkpoint(40))  # the lock is free again
+    path = other.path_of(other.save(chat.checkpoint(40)))  # the lock is free again
     assert other.load(path.stem).step_number == 40
     other.close()
 
@@ -413,8 +413,8 @@ def test_durability_fsync(session: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert len(calls) >= 3 * 3  # log, record, directory per checkpoint
     for checkpoint_id, data in saved:
         same(store.load(checkpoint_id), data)
-    store.write_json("session_metadata.json", {"ok": True})
-    assert store.read_json("session_metadata.json") == {"ok": True}
+    store.write_document("session_metadata.json", {"ok": True})
+    assert store.read_document("session_metadata.json") == {"ok": True}
     store.close()
     with pytest.raises(ValueError):
         FileSessionStore(session, durability="sometimes")  # type: ignore[arg-type]
@@ -629,7 +629,7 @@ def test_loading_never_executes_code(
             "metadata": {"__reduce__": payload, "$s": payload},
         }
     )
-    path = store.save(data)
+    path = store.path_of(store.save(data))
     inline = export_checkpoint(data, tmp_path / "evil_inline.json")
     for loaded in (store.load(path.stem), read_checkpoint_file(inline)):
         same(loaded, data)
@@ -710,7 +710,7 @@ def test_seed_era_document_loads_via_migration(tmp_path: Path, session: Path) ->
 
     # A migrated checkpoint can be stored and exported in the current format.
     store = FileSessionStore(session)
-    saved = store.save(data)
+    saved = store.path_of(store.save(data))
     upgraded = data.model_copy(update={"format_version": FORMAT_VERSION})
     same(store.load(saved.stem), upgraded)
     same(read_checkpoint_file(export_checkpoint(data, tmp_path / "upgraded.json")), upgraded)

@@ -1,5 +1,96 @@
-"""Storage backends. They store ``CheckpointData`` and know nothing of AG2."""
+"""Storage backends behind one interface (``SessionStore`` / ``CheckpointStore``). They know nothing of AG2.
 
-from .files import FileSessionStore, read_checkpoint_file
+A store is named by a URL: a directory path (or ``file:///path``), ``sqlite:///relative.db`` /
+``sqlite:////absolute.db``, or ``postgresql://user@host/db``. A checkpoint anywhere is named by a
+*reference*: a checkpoint file path, or ``<store url>#<session id>/<checkpoint id>`` (or
+``<store url>#<checkpoint id>`` when the id alone is unique in the store).
+"""
 
-__all__ = ["FileSessionStore", "read_checkpoint_file"]
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointNotFoundError
+from ..model import CheckpointData
+from .files import CHECKPOINT_DIR, FileSessionStore, FileStore, export_checkpoint, read_checkpoint_file
+from .protocol import CheckpointStore, Durability, SessionStore
+
+_SCHEMES = ("sqlite://", "postgresql://", "postgres://", "file://")
+
+
+def is_store_url(value: str | Path) -> bool:
+    """Whether ``value`` names a store by URL (rather than a plain directory or file path)."""
+    return isinstance(value, str) and value.startswith(_SCHEMES)
+
+
+def open_store(url: str | Path) -> CheckpointStore:
+    """The store a URL (or a plain directory path) names."""
+    text = str(url)
+    if text.startswith("sqlite://"):
+        from .sqlite import SqliteStore
+
+        return SqliteStore.from_url(text)
+    if text.startswith(("postgresql://", "postgres://")):
+        from .postgres import PostgresStore
+
+        return PostgresStore.from_url(text)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return FileStore(text)
+
+
+@dataclass(frozen=True)
+class CheckpointReference:
+    """Where one checkpoint lives: its store, session and id (and its file, for file sessions)."""
+
+    store: CheckpointStore
+    session_id: str
+    checkpoint_id: str
+    path: Path | None = None
+
+    def load(self) -> CheckpointData:
+        if self.path is not None:
+            return read_checkpoint_file(self.path)
+        return self.store.open_session(self.session_id).load(self.checkpoint_id)
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.store.url}#{self.session_id}/{self.checkpoint_id}"
+
+
+def load_reference(reference: str | Path, store: CheckpointStore | str | None = None) -> CheckpointReference:
+    """Resolve a checkpoint file path, a ``<url>#<session>/<id>`` reference, or an id within ``store``."""
+    text = str(reference)
+    if store is None and is_store_url(text) and "#" in text:
+        url, _, fragment = text.partition("#")
+        store = open_store(url)
+        text = fragment
+    if store is not None:
+        opened = open_store(store) if isinstance(store, str) else store
+        session_id, _, checkpoint_id = text.rpartition("/")
+        if not session_id:
+            session_id = opened.find_checkpoint(checkpoint_id)
+        return CheckpointReference(opened, session_id, checkpoint_id)
+    path = Path(reference)
+    if not path.exists():
+        raise CheckpointNotFoundError("checkpoint file does not exist", path=path)
+    parent = path.resolve().parent
+    session_dir = parent.parent if parent.name == CHECKPOINT_DIR else parent
+    return CheckpointReference(FileStore(session_dir.parent), session_dir.name, path.stem, path)
+
+
+__all__ = [
+    "CheckpointReference",
+    "CheckpointStore",
+    "Durability",
+    "FileSessionStore",
+    "FileStore",
+    "SessionStore",
+    "export_checkpoint",
+    "is_store_url",
+    "load_reference",
+    "open_store",
+    "read_checkpoint_file",
+]

@@ -25,8 +25,9 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -43,13 +44,13 @@ from ..errors import (
 from ..jsonable import to_jsonable
 from ..model import FORMAT_NAME, FORMAT_VERSION, CheckpointData
 from .delta import DeltaEncoder, LogReplay, checkpoint_from_record, dumps, dumps_sorted
+from .protocol import Durability
 
 try:  # POSIX advisory locks; on other platforms a session is not locked.
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-Durability = Literal["crash", "fsync"]
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "message_log.jsonl"
@@ -188,10 +189,13 @@ def export_checkpoint(data: CheckpointData, path: str | Path, *, fsync: bool = F
 class FileSessionStore:
     """Stores the checkpoints of one session directory. One writer per session (enforced by a lock)."""
 
-    def __init__(self, session_dir: str | Path, *, durability: Durability = "crash") -> None:
+    def __init__(
+        self, session_dir: str | Path, *, durability: Durability = "crash", session_id: str | None = None
+    ) -> None:
         if durability not in ("crash", "fsync"):
             raise ValueError(f"durability must be 'crash' or 'fsync', not {durability!r}")
         self.root = Path(session_dir)
+        self._session_id = session_id or self.root.name
         self.checkpoint_dir = self.root / CHECKPOINT_DIR
         self.durability = durability
         self._encoder: DeltaEncoder | None = None
@@ -263,8 +267,13 @@ class FileSessionStore:
         self._log_fd = None
         self._encoder = None
 
-    def save(self, data: CheckpointData, *, trusted_prefix: bool = False) -> Path:
-        """Write one checkpoint; returns its path.
+    @property
+    def session_id(self) -> str:
+        """The directory's name, or its path relative to the ``FileStore`` root that opened it."""
+        return self._session_id
+
+    def save(self, data: CheckpointData, *, trusted_prefix: bool = False) -> str:
+        """Write one checkpoint; returns its id (the file's stem, see ``path_of``).
 
         Raises ``CheckpointSaveError`` on any I/O failure, if the checkpoint's file already exists (files are
         never overwritten) or if the step number is negative; ``SessionLockedError`` if another writer holds
@@ -330,7 +339,7 @@ class FileSessionStore:
                 raise CheckpointSaveError(
                     f"checkpoint written but not flushed to the device: {exc}", path=path
                 ) from exc
-        return path
+        return path.stem
 
     def _truncate_log(self, size: int) -> None:
         try:
@@ -340,30 +349,33 @@ class FileSessionStore:
         except OSError:
             self._forget_log()  # the log may hold stray bytes: re-read (and re-cut) it on the next save
 
-    def write_json(self, name: str, value: Any) -> Path:
-        """Atomically (re)write a session-level JSON document such as ``session_metadata.json``."""
+    def write_document(self, name: str, value: Any) -> None:
+        """Atomically (re)write ``<session>/<name>``: text for ``.txt`` names, indented JSON otherwise."""
+        if not _SAFE_FILE_NAME.match(name) or name.startswith("."):
+            raise CheckpointSaveError(f"unsafe document name {name!r}", path=self.root)
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / name
-        data = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str)
-        write_file_atomic(path, data, overwrite=True, fsync=self.durability == "fsync")
-        return path
+        if name.endswith(".txt"):
+            data = str(value).encode("utf-8")
+        else:
+            data = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str)
+        write_file_atomic(self.root / name, data, overwrite=True, fsync=self.durability == "fsync")
 
-    def write_text(self, name: str, text: str) -> Path:
-        """Atomically (re)write a session-level text document."""
-        self.root.mkdir(parents=True, exist_ok=True)
+    def read_document(self, name: str) -> Any:
+        """A session document (text for ``.txt`` names, else parsed JSON), or None when absent."""
         path = self.root / name
-        write_file_atomic(path, text.encode("utf-8"), overwrite=True, fsync=self.durability == "fsync")
-        return path
-
-    def read_json(self, name: str) -> Any:
-        """A session-level JSON document, or None when absent."""
-        path = self.root / name
-        if not path.is_file():
+        if not _SAFE_FILE_NAME.match(name) or not path.is_file():
             return None
+        raw = path.read_bytes()
+        if name.endswith(".txt"):
+            return raw.decode("utf-8", errors="replace")
         try:
-            return orjson.loads(path.read_bytes())
+            return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise CorruptCheckpointError(f"not valid JSON: {exc}", path=path) from exc
+
+    def locate(self, checkpoint_id: str) -> str:
+        """The checkpoint's file path (loadable from anywhere with ``read_checkpoint_file``)."""
+        return str(self.path_of(checkpoint_id))
 
     def close(self) -> None:
         """Release the log and the writer lock (a later save reopens them)."""
@@ -554,3 +566,54 @@ def _summarize(exc: ValidationError) -> str:
     ]
     more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
     return "checkpoint does not match the schema: " + "; ".join(problems) + more
+
+
+def _looks_like_session(path: Path) -> bool:
+    return (path / CHECKPOINT_DIR).is_dir() or (path / "session_metadata.json").is_file()
+
+
+class FileStore:
+    """A directory of session directories (continuations are nested: ``<session>/continuation_...``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    def _session_path(self, session_id: str) -> Path:
+        parts = Path(session_id).parts
+        if not parts or Path(session_id).is_absolute() or any(p in ("..", ".") for p in parts):
+            raise CheckpointNotFoundError(f"invalid session id {session_id!r}", path=self.root)
+        return self.root.joinpath(*parts)
+
+    def open_session(self, session_id: str, *, durability: Durability = "crash") -> FileSessionStore:
+        return FileSessionStore(self._session_path(session_id), durability=durability, session_id=session_id)
+
+    def list_sessions(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        found = []
+        for directory, subdirs, _ in os.walk(self.root):
+            path = Path(directory)
+            subdirs[:] = sorted(d for d in subdirs if d != CHECKPOINT_DIR and not d.startswith("."))
+            if path != self.root and _looks_like_session(path):
+                found.append(path.relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def delete_session(self, session_id: str) -> None:
+        path = self._session_path(session_id)
+        if not _looks_like_session(path):
+            raise CheckpointNotFoundError(f"no session {session_id!r}", path=path)
+        shutil.rmtree(path)
+
+    def find_checkpoint(self, checkpoint_id: str) -> str:
+        name = f"{Path(checkpoint_id).stem}.json"
+        matches = [
+            s for s in self.list_sessions() if (self._session_path(s) / CHECKPOINT_DIR / name).is_file()
+        ]
+        if len(matches) != 1:
+            problem = "no session holds" if not matches else f"{len(matches)} sessions hold"
+            raise CheckpointNotFoundError(f"{problem} checkpoint {checkpoint_id!r}", path=self.root)
+        return matches[0]
