@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 import warnings
 from collections.abc import Sequence
 from datetime import datetime
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 SaveErrorPolicy = Literal["raise", "warn"]
 
 SESSION_METADATA = "session_metadata.json"
+#: While a chat runs, session_metadata.json is rewritten at most this often (and at start, end, errors).
+METADATA_INTERVAL_S = 1.0
 CHAT_HISTORY = "chat_history.json"
 PROBLEM_STATEMENT = "problem_statement.txt"
 
@@ -101,6 +104,8 @@ class CheckpointManager:
         self.failed_saves: list[dict[str, Any]] = []
         self.checkpoint_metadata = dict(checkpoint_metadata or {})
         self._next_step: int | None = None
+        self._metadata_written_at = float("-inf")
+        self._last_saved_at = float("-inf")
         self._checkpoint_count = 0
         self._session_metadata: dict[str, Any] = {
             "session_id": self.session_id,
@@ -148,6 +153,7 @@ class CheckpointManager:
         round_index: int | None = None,
         run_start_index: int = 0,
         metadata: dict[str, Any] | None = None,
+        copy_histories: bool = True,
     ) -> CheckpointData:
         """Snapshot the given agents, manager and messages (nothing is written)."""
         timestamp = utc_timestamp()
@@ -165,6 +171,7 @@ class CheckpointManager:
             run_start_index=run_start_index,
             parent_checkpoint_id=self.last_checkpoint_id,
             session_id=self.session_id,
+            copy_histories=copy_histories,
             metadata={
                 "session_dir": self.location,
                 "problem_context": self.problem_context,
@@ -205,6 +212,7 @@ class CheckpointManager:
             round_index=round_index,
             run_start_index=run_start_index,
             metadata=metadata,
+            copy_histories=not live,
         )
         return self._save(data, trusted_prefix=live)
 
@@ -216,13 +224,17 @@ class CheckpointManager:
         self.last_checkpoint_id = checkpoint_id
         self._next_step = max(self.next_step_number(), data.step_number) + 1
         self._checkpoint_count += 1
-        self.update_session_metadata(
-            status=self._session_metadata.get("status")
-            if data.context != "conversation_start"
-            else "running",
-            latest_checkpoint=checkpoint_id,
-            checkpoint_count=self._checkpoint_count,
-        )
+        self._session_metadata.update(latest_checkpoint=checkpoint_id, checkpoint_count=self._checkpoint_count)
+        self._last_saved_at = time.monotonic()
+        if data.context == "conversation_start":
+            self._session_metadata["status"] = "running"
+        # Rewriting the metadata file costs a file creation: while a chat runs keep it current to within a
+        # second (the checkpoints themselves are the record; start, end and errors are written at once).
+        if (
+            data.context != "message_appended"
+            or time.monotonic() - self._metadata_written_at >= METADATA_INTERVAL_S
+        ):
+            self.update_session_metadata()
         return checkpoint_id
 
     def _save_failed(self, data: CheckpointData, exc: CheckpointError) -> str | None:
@@ -241,6 +253,7 @@ class CheckpointManager:
         """Merge ``fields`` into ``session_metadata.json`` and rewrite it atomically."""
         self._session_metadata.update(fields, updated_at=utc_timestamp())
         self.store.write_document(SESSION_METADATA, self._session_metadata)
+        self._metadata_written_at = time.monotonic()
 
     def save_checkpoints_metadata(self) -> Path | None:
         """Write ``session_metadata.json`` with the full, ordered list of this session's checkpoints.
@@ -306,5 +319,8 @@ class CheckpointManager:
         return load_reference(path).load()
 
     def close(self) -> None:
-        """Release the session's writer lock and files."""
+        """Write pending session metadata, then release the session's writer lock and files."""
+        if self._checkpoint_count and self._metadata_written_at < self._last_saved_at:
+            with contextlib.suppress(CheckpointError, OSError):
+                self.update_session_metadata()
         self.store.close()

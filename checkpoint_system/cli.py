@@ -134,7 +134,8 @@ def _show(args: argparse.Namespace) -> int:
     print(f"{data.checkpoint_id}  step {data.step_number}  {data.context}  {data.timestamp}")
     print(f"parent: {data.parent_checkpoint_id}  ag2 {data.ag2_version}  format {data.format_version}")
     for index, message in enumerate(data.messages):
-        content = str(message.get("content") or message.get("tool_calls") or "")
+        calls = message.get("tool_calls")
+        content = str(calls if calls else message.get("content") or "")
         print(f"  [{index}] {message.get('name', message.get('role'))}: {content[:100]!r}")
     return 0
 

@@ -79,6 +79,7 @@ class _Resume:
     speaker: Agent
     message: dict[str, Any]
     remaining_rounds: int
+    appended: bool  # whether the message in flight is already in the group chat (not at a run's start)
 
 
 class CheckpointingGroupChatManager(GroupChatManager):
@@ -340,7 +341,10 @@ class CheckpointingGroupChatManager(GroupChatManager):
         # New messages the uninterrupted run could still append after the one in flight.
         max_round = gc_state.max_round if gc_state else groupchat.max_round
         remaining = max_round - max(gc_state.round_index if gc_state else len(groupchat.messages), 1)
-        if groupchat.messages:
+        # At a run's start the message in flight has reached the manager but not the group chat; at any
+        # later checkpoint it is the group chat's newest message, already broadcast.
+        appended = checkpoint.context != "conversation_start" and bool(groupchat.messages)
+        if appended:
             speaker_name = checkpoint.manager_state.current_speaker or groupchat.messages[-1].get("name")
         else:
             speaker_name = checkpoint.metadata.get("initiator")
@@ -353,13 +357,13 @@ class CheckpointingGroupChatManager(GroupChatManager):
         if not history:
             raise CheckpointError(f"the manager holds no message from {speaker.name!r} to resume from")
         self._last_speaker = speaker  # type: ignore[assignment]
-        self._resume = _Resume(checkpoint, speaker, history[-1], remaining)
+        self._resume = _Resume(checkpoint, speaker, history[-1], remaining, appended)
 
     def _put_in_flight(self, resume: _Resume) -> None:
         """Take the newest message back out of the group chat and the histories it was broadcast to."""
         self._oai_messages[resume.speaker].pop()
         groupchat = self.groupchat
-        if not groupchat.messages:
+        if not resume.appended:
             return
         groupchat.messages.pop()
         if resume.checkpoint.metadata.get("delivered", True):
@@ -377,7 +381,7 @@ class CheckpointingGroupChatManager(GroupChatManager):
             raise CheckpointError(
                 "no checkpoint loaded: use CheckpointRestorer or load_checkpoint_state first"
             )
-        if self._is_termination_msg(resume.message) and not force and resume.checkpoint.messages:
+        if self._is_termination_msg(resume.message) and not force and resume.appended:
             return (
                 "the checkpoint's last message already meets the manager's termination condition; "
                 "nothing was continued (pass force=True / --force to continue anyway)"

@@ -11,12 +11,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Version of the on-disk checkpoint format written by this library. Readers accept every version up to it.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 #: Marker of a checkpoint file, so a foreign JSON file is recognised as such.
 FORMAT_NAME = "checkpoint_system.checkpoint"
 
 LLMConfigRecord = dict[str, Any] | Literal[False] | None
+
+#: In a live snapshot's plain field dict, the agent's (memoised, unchanged-while-equal) configuration
+#: fields, so a store can recognise an unchanged configuration by identity.
+STATIC_FIELDS_KEY = "__static_fields__"
 
 
 class _Model(BaseModel):

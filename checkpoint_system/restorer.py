@@ -39,6 +39,21 @@ from .storage import CheckpointReference, CheckpointStore, load_reference
 
 CONTINUATION_METADATA = "continuation_metadata.json"
 
+#: Checkpoint metadata that describes one checkpoint or its session, not the conversation: not inherited.
+_PER_CHECKPOINT_METADATA = frozenset(
+    {
+        "session_dir",
+        "delivered",
+        "termination_reason",
+        "error",
+        "pending_messages",
+        "initiator",
+        "continuation_of",
+        "interventions",
+        "problem_context",
+    }
+)
+
 #: What an agent factory may return: the agents, or a whole ``GroupChat`` (keeps custom speaker selection).
 FactoryResult = Sequence[ConversableAgent] | Mapping[str, ConversableAgent] | GroupChat
 AgentFactory = Callable[..., FactoryResult]
@@ -255,6 +270,8 @@ class CheckpointRestorer:
             problem_context=str(checkpoint.metadata.get("problem_context") or ""),
             metadata={"continuation_of": lineage},
             checkpoint_metadata={
+                # the parent's own metadata (e.g. which example made it) carries over to the branch
+                **{k: v for k, v in original.metadata.items() if k not in _PER_CHECKPOINT_METADATA},
                 "continuation_of": lineage,
                 **({"interventions": [c.to_record() for c in changes]} if changes else {}),
             },

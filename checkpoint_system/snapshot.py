@@ -10,12 +10,16 @@ fixed once the agent exists (AG2 itself copies dict configs when the agent is cr
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from .jsonable import qualified_name, to_jsonable
-from .model import FORMAT_VERSION, AgentState, CheckpointData, GroupChatState, ManagerState
+from .model import FORMAT_VERSION, STATIC_FIELDS_KEY, AgentState, CheckpointData, GroupChatState, ManagerState
 from .redaction import redact_llm_config
 from .termination import describe_termination
 from .versions import ag2_version, library_version
@@ -48,6 +52,42 @@ class _IdentityMemo:
 
 _redacted_llm_config = _IdentityMemo(redact_llm_config)
 _termination_record = _IdentityMemo(describe_termination)
+
+
+class _StableValues:
+    """Hands back the previously returned object for a value whose JSON is unchanged.
+
+    Derived values (a tool-name list, a converted code-execution config) are rebuilt on every snapshot;
+    returning the same object while they are unchanged lets the store recognise an unchanged configuration
+    by identity instead of serialising it again. Keys are (owner id, field): if an id is reused by a new
+    object, the value handed back is still JSON-equal to the new one, so the result stays correct.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._last: dict[tuple[int, str], tuple[bytes, Any]] = {}
+
+    def __call__(self, owner: object, name: str, value: Any) -> Any:
+        if value is None or type(value) is bool:
+            return value
+        key = (id(owner), name)
+        if type(value) is str:
+            known_text = self._last.get(key)
+            if known_text is not None and known_text[1] == value:
+                return known_text[1]
+            self._last[key] = (b"", value)
+            return value
+        encoded = orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=repr)
+        known = self._last.get(key)
+        if known is not None and known[0] == encoded:
+            return known[1]
+        if len(self._last) >= self._limit:
+            self._last.clear()
+        self._last[key] = (encoded, value)
+        return value
+
+
+_stable = _StableValues()
 
 
 def _by_name(mapping: Mapping[Any, Any]) -> dict[str, Any]:
@@ -84,39 +124,91 @@ def _context_variables(agent: ConversableAgent) -> dict[str, Any] | None:
     return jsonable if isinstance(jsonable, dict) else None
 
 
-def _agent_fields(agent: ConversableAgent) -> dict[str, Any]:
+def _static_sources(agent: ConversableAgent) -> tuple[Any, ...]:
+    """Everything an agent's configuration is derived from, compared cheaply (mostly by identity)."""
+    code = getattr(agent, "_code_execution_config", False)
+    variables = getattr(getattr(agent, "context_variables", None), "data", None)
+    return (
+        agent.name,
+        type(agent),
+        agent.system_message,
+        agent.description,
+        agent.llm_config,
+        getattr(agent, "_is_termination_msg", None),
+        dict(code) if isinstance(code, dict) else code,
+        agent.human_input_mode,
+        getattr(agent, "_max_consecutive_auto_reply", None),
+        getattr(agent, "_default_auto_reply", ""),
+        tuple(getattr(agent, "_tools", ()) or ()),
+        tuple(getattr(agent, "_function_map", {}) or ()),
+        dict(variables) if isinstance(variables, dict) and variables else None,
+    )
+
+
+_static_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _static_fields(agent: ConversableAgent) -> dict[str, Any]:
+    """An agent's configuration fields; the same dict (same value objects) while nothing changed."""
+    sources = _static_sources(agent)
+    try:
+        cached = _static_cache.get(agent)
+    except TypeError:  # an unhashable agent class: no memo
+        cached = None
+    if cached is not None and cached[0] == sources:
+        return cached[1]
     max_auto = getattr(agent, "_max_consecutive_auto_reply", None)
-    return {
+    fields = {
         "name": agent.name,
-        "agent_class": qualified_name(type(agent)),
-        "system_message": to_jsonable(agent.system_message),
+        "agent_class": _stable(agent, "class", qualified_name(type(agent))),
+        "system_message": _stable(agent, "system", to_jsonable(agent.system_message)),
         "description": agent.description,
         "llm_config": _redacted_llm_config(agent.llm_config),
         "termination_pattern": _termination_record(getattr(agent, "_is_termination_msg", None)),
-        "code_execution_config": _code_execution_record(agent),
+        "code_execution_config": _stable(agent, "code", _code_execution_record(agent)),
         "human_input_mode": str(agent.human_input_mode),
         "max_consecutive_auto_reply": max_auto if isinstance(max_auto, int) else None,
-        "default_auto_reply": to_jsonable(getattr(agent, "_default_auto_reply", "")),
-        "tools": _tool_names(agent),
-        "function_map": sorted(getattr(agent, "function_map", {}) or {}),
-        "context_variables": _context_variables(agent),
-        "oai_messages": {name: list(history) for name, history in _by_name(agent._oai_messages).items()},
+        "default_auto_reply": _stable(agent, "default", to_jsonable(getattr(agent, "_default_auto_reply", ""))),
+        "tools": _stable(agent, "tools", _tool_names(agent)),
+        "function_map": _stable(agent, "functions", sorted(getattr(agent, "function_map", {}) or {})),
+        "context_variables": _stable(agent, "context", _context_variables(agent)),
+    }
+    with contextlib.suppress(TypeError):
+        _static_cache[agent] = (sources, fields)
+    return fields
+
+
+def _agent_fields(agent: ConversableAgent, copy_histories: bool = True) -> dict[str, Any]:
+    histories = _by_name(agent._oai_messages)
+    static = _static_fields(agent)
+    return {
+        **static,
+        **({} if copy_histories else {STATIC_FIELDS_KEY: static}),
+        "oai_messages": {name: list(h) for name, h in histories.items()} if copy_histories else histories,
         "consecutive_auto_reply_counter": _by_name(agent._consecutive_auto_reply_counter),
         "max_consecutive_auto_reply_dict": _by_name(agent._max_consecutive_auto_reply_dict),
         "reply_at_receive": _by_name(agent.reply_at_receive),
     }
 
 
-def agent_state(agent: ConversableAgent) -> AgentState:
-    """The full state of one agent (configuration, per-peer histories, counters)."""
-    return AgentState.model_construct(**_agent_fields(agent))
+def agent_state(agent: ConversableAgent, *, copy_histories: bool = True) -> AgentState:
+    """The full state of one agent (configuration, per-peer histories, counters).
+
+    ``copy_histories=False`` shares the agent's live history lists (for a snapshot that is stored at once
+    and dropped, as the checkpointing manager does): no per-checkpoint copy that grows with the chat.
+    """
+    return AgentState.model_construct(**_agent_fields(agent, copy_histories))
 
 
-def manager_state(manager: GroupChatManager, *, step_counter: int) -> ManagerState:
+def manager_state(
+    manager: GroupChatManager, *, step_counter: int, copy_histories: bool = True
+) -> ManagerState:
     """The manager's own agent state plus its place in the loop (last speaker, step counter)."""
     last = getattr(manager, "_last_speaker", None)
     return ManagerState.model_construct(
-        **_agent_fields(manager),
+        **_agent_fields(manager, copy_histories),
         step_counter=step_counter,
         current_speaker=getattr(last, "name", None),
         silent=bool(getattr(manager, "_silent", False)),
@@ -133,31 +225,66 @@ def _agent_list_names(agents: Iterable[Agent]) -> list[str]:
     return [agent.name for agent in agents]
 
 
-def groupchat_state(
-    groupchat: GroupChat, *, round_index: int = 0, run_start_index: int = 0
-) -> GroupChatState:
-    """The group chat's settings, with agent references replaced by names."""
+def _groupchat_sources(groupchat: GroupChat) -> tuple[Any, ...]:
+    transitions = groupchat.allowed_or_disallowed_speaker_transitions
+    repeat = groupchat.allow_repeat_speaker
+    return (
+        tuple(groupchat.agents),
+        groupchat.max_round,
+        groupchat.speaker_selection_method,
+        tuple(repeat) if isinstance(repeat, list) else repeat,
+        {src: tuple(dst) for src, dst in transitions.items()} if transitions else None,
+        groupchat.speaker_transitions_type,
+        groupchat.send_introductions,
+        groupchat.admin_name,
+        groupchat.func_call_filter,
+        groupchat.enable_clear_history,
+        groupchat.max_retries_for_selecting_speaker,
+        groupchat.role_for_select_speaker_messages,
+    )
+
+
+_groupchat_cache: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _groupchat_fields(groupchat: GroupChat) -> dict[str, Any]:
+    """The group chat's settings; the same dict while they are unchanged (see ``_static_fields``)."""
+    sources = _groupchat_sources(groupchat)
+    cached = _groupchat_cache.get(id(groupchat))
+    if cached is not None and cached[0] == sources:
+        return cached[1]
     repeat = groupchat.allow_repeat_speaker
     transitions = groupchat.allowed_or_disallowed_speaker_transitions
-    return GroupChatState.model_construct(
-        agent_names=_agent_list_names(groupchat.agents),
-        max_round=groupchat.max_round,
-        speaker_selection_method=_speaker_selection_record(groupchat.speaker_selection_method),
-        allow_repeat_speaker=_agent_list_names(repeat) if isinstance(repeat, list) else repeat,
-        allowed_or_disallowed_speaker_transitions=(
+    fields = {
+        "agent_names": _agent_list_names(groupchat.agents),
+        "max_round": groupchat.max_round,
+        "speaker_selection_method": _speaker_selection_record(groupchat.speaker_selection_method),
+        "allow_repeat_speaker": _agent_list_names(repeat) if isinstance(repeat, list) else repeat,
+        "allowed_or_disallowed_speaker_transitions": (
             {getattr(src, "name", str(src)): _agent_list_names(dst) for src, dst in transitions.items()}
             if transitions
             else None
         ),
-        speaker_transitions_type=groupchat.speaker_transitions_type,
-        send_introductions=groupchat.send_introductions,
-        admin_name=groupchat.admin_name,
-        func_call_filter=groupchat.func_call_filter,
-        enable_clear_history=groupchat.enable_clear_history,
-        max_retries_for_selecting_speaker=groupchat.max_retries_for_selecting_speaker,
-        role_for_select_speaker_messages=groupchat.role_for_select_speaker_messages or "system",
-        round_index=round_index,
-        run_start_index=run_start_index,
+        "speaker_transitions_type": groupchat.speaker_transitions_type,
+        "send_introductions": groupchat.send_introductions,
+        "admin_name": groupchat.admin_name,
+        "func_call_filter": groupchat.func_call_filter,
+        "enable_clear_history": groupchat.enable_clear_history,
+        "max_retries_for_selecting_speaker": groupchat.max_retries_for_selecting_speaker,
+        "role_for_select_speaker_messages": groupchat.role_for_select_speaker_messages or "system",
+    }
+    if len(_groupchat_cache) > 256:
+        _groupchat_cache.clear()
+    _groupchat_cache[id(groupchat)] = (sources, fields)  # an id reused by another chat fails ``sources``
+    return fields
+
+
+def groupchat_state(
+    groupchat: GroupChat, *, round_index: int = 0, run_start_index: int = 0
+) -> GroupChatState:
+    """The group chat's settings, with agent references replaced by names."""
+    return GroupChatState.model_construct(
+        **_groupchat_fields(groupchat), round_index=round_index, run_start_index=run_start_index
     )
 
 
@@ -181,19 +308,61 @@ def conversation_snapshot(
     parent_checkpoint_id: str | None = None,
     session_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    copy_histories: bool = True,
 ) -> CheckpointData:
-    """Build a ``CheckpointData`` from live AG2 objects."""
+    """Build a ``CheckpointData`` from live AG2 objects.
+
+    ``copy_histories=False`` is the checkpointing manager's hot path: the result shares the live message
+    and history lists and holds plain field dicts instead of nested models, so it must be stored at once
+    and dropped (``CheckpointManager.take_checkpoint`` does exactly that).
+    """
     gc = groupchat if groupchat is not None else getattr(manager, "groupchat", None)
     rounds = len(messages) - run_start_index if round_index is None else round_index
+    if not copy_histories:  # a live snapshot, stored at once: plain field dicts, no model per agent
+        last = getattr(manager, "_last_speaker", None) if manager is not None else None
+        return CheckpointData.model_construct(
+            format_version=FORMAT_VERSION,
+            checkpoint_id=checkpoint_id,
+            timestamp=timestamp or utc_timestamp(),
+            step_number=step_number,
+            context=context,
+            messages=messages,
+            agent_states={agent.name: _agent_fields(agent, False) for agent in agents},
+            manager_state=(
+                {
+                    **_agent_fields(manager, False),
+                    "step_counter": step_number,
+                    "current_speaker": getattr(last, "name", None),
+                    "silent": bool(getattr(manager, "_silent", False)),
+                }
+                if manager is not None
+                else None
+            ),
+            groupchat_state=(
+                {**_groupchat_fields(gc), "round_index": rounds, "run_start_index": run_start_index}
+                if gc is not None
+                else None
+            ),
+            parent_checkpoint_id=parent_checkpoint_id,
+            session_id=session_id,
+            ag2_version=ag2_version(),
+            library_version=library_version(),
+            metadata=dict(metadata or {}),
+            integrity=None,
+        )
     return CheckpointData.model_construct(
         format_version=FORMAT_VERSION,
         checkpoint_id=checkpoint_id,
         timestamp=timestamp or utc_timestamp(),
         step_number=step_number,
         context=context,
-        messages=list(messages),
-        agent_states={agent.name: agent_state(agent) for agent in agents},
-        manager_state=manager_state(manager, step_counter=step_number) if manager is not None else None,
+        messages=list(messages) if copy_histories else messages,
+        agent_states={agent.name: agent_state(agent, copy_histories=copy_histories) for agent in agents},
+        manager_state=(
+            manager_state(manager, step_counter=step_number, copy_histories=copy_histories)
+            if manager is not None
+            else None
+        ),
         groupchat_state=(
             groupchat_state(gc, round_index=rounds, run_start_index=run_start_index)
             if gc is not None

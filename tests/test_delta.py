@@ -213,7 +213,7 @@ def test_edit_in_middle_of_history_detected_by_full_compare() -> None:
     session.save(edited)
     assert_same(session.load(7), before)
     assert_same(session.load(8), frozen(edited))
-    assert {"ht": next(r["hd"] for r in session.log_records() if r.get("a") == "planner"), "n": 3} in (
+    assert {"ht": next(r["hd"] for r in session.log_records() if r.get("a") == "a:planner"), "n": 3} in (
         session.log_records()
     )
 
@@ -368,7 +368,9 @@ def test_non_json_values_become_markers() -> None:
     assert loaded[2]["content"] == "lone surrogate \ufffd here"
     # Saving the same data again is recognised as unchanged (the conversion is deterministic).
     session.save(checkpoint(1, messages, {}))
-    assert session.written[1] == 0
+    changed = [orjson.loads(line) for line in session.log[-session.written[1] :].splitlines()]
+    # only the per-step counters and metadata changed: no message, string or history is written again
+    assert not any(key in r for r in changed for key in ("m", "s", "h", "mt", "ht", "hd"))
 
 
 def test_checkpoint_extra_fields_survive() -> None:
@@ -398,18 +400,21 @@ def test_manager_named_like_an_agent_keeps_separate_histories() -> None:
 # -- configurations ----------------------------------------------------------------------------------------
 
 
+def _agent_configs(session: Session) -> list[dict[str, Any]]:
+    return [r for r in session.log_records() if "v" in r and "c" in r and "system_message" in r["v"]]
+
+
 def test_configs_deduplicated_and_new_config_on_change() -> None:
     chat, session = LiveChat(), Session()
     for step in range(10):
         chat.say(step)
         session.save(chat.snapshot(step), trusted=True)
-    configs = [r for r in session.log_records() if "c" in r]
-    assert len(configs) == len(AGENTS) + 1  # one per agent and the manager, not one per checkpoint
+    assert len(_agent_configs(session)) == len(AGENTS) + 1  # one per agent and the manager, not per checkpoint
 
     chat.say(10)
     changed = chat.snapshot(10, system_messages={"coder": "You now review code only."})
     session.save(changed, trusted=True)
-    configs = [r for r in session.log_records() if "c" in r]
+    configs = _agent_configs(session)
     assert len(configs) == len(AGENTS) + 2
     assert configs[-1]["v"]["system_message"] == "You now review code only."
     assert session.load(10).agent_states["coder"].system_message == "You now review code only."
@@ -417,10 +422,9 @@ def test_configs_deduplicated_and_new_config_on_change() -> None:
 
     chat.say(11)
     session.save(chat.snapshot(11), trusted=True)  # back to the first configuration: referenced again
-    assert len([r for r in session.log_records() if "c" in r]) == len(AGENTS) + 2
-    assert (
-        session.saved[11][0]["agents"]["coder"]["config"] == session.saved[0][0]["agents"]["coder"]["config"]
-    )
+    assert len(_agent_configs(session)) == len(AGENTS) + 2
+    uses = [r["c"] for r in session.log_records() if r.get("ac") == "a:coder"]
+    assert len(uses) == 3 and uses[0] == uses[2] != uses[1]
 
 
 # -- failures, continuation, cost ------------------------------------------------------------------------
@@ -458,8 +462,9 @@ def test_continue_from_replayed_log() -> None:
     chat.say(10)
     encoded = session.save(chat.snapshot(10), trusted=True)  # objects differ: full compare, then appends
     new_lines = [orjson.loads(line) for line in encoded.log_bytes.splitlines()]
-    assert not any("mt" in r or "ht" in r or "c" in r or "hd" in r for r in new_lines)
-    assert sum(1 for r in new_lines if "m" in r) == 1 + len(AGENTS) + 1  # group + each agent + manager
+    assert not any("mt" in r or "ht" in r or "ac" in r or "hd" in r or "r" in r for r in new_lines)
+    # the group message, then each agent's and the manager's copy of it
+    assert sum(1 for r in new_lines if "m" in r or "g" in r) == 1 + len(AGENTS) + 1
     assert_same(session.load(10), frozen(chat.snapshot(10)))
     assert_same(session.load(4), expected[4])
 

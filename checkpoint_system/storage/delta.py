@@ -11,13 +11,26 @@ each checkpoint stays individually loadable while the bytes written per message 
 
 Log record kinds, one JSON object per line::
 
-    {"s": n, "v": "text"}          string n
-    {"c": n, "v": {...}}           agent configuration n
-    {"m": msg}                     group chat message appended
-    {"mt": k}                      group chat messages truncated to k
-    {"hd": h, "a": agent, "p": peer}   history h is agent's history with peer
-    {"h": h, "m": msg}             message appended to history h
-    {"ht": h, "n": k}              history h truncated to k
+    {"s": n, "v": "text"}              string n
+    {"c": n, "v": {...}}               configuration blob n (an agent's settings, group chat settings,
+                                       checkpoint metadata): written once per distinct value
+    {"m": msg}                         group chat message appended
+    {"mt": k}                          group chat messages truncated to k
+    {"r": [label, ...], "mg": label}   the agents (and the manager) from here on
+    {"ac": label, "c": n}              agent ``label`` uses configuration n from here on
+    {"d": label, "v": {...}}           agent ``label``'s counters from here on
+    {"hd": h, "a": label, "p": peer}   history h is agent ``label``'s history with ``peer``
+    {"h": h, "m": msg}                 message appended to history h
+    {"h": h, "g": j, "o": {..}, "x": [..]}  appended to history h: group chat message j with the keys
+                                       of ``o`` replaced and the keys in ``x`` removed (the usual case:
+                                       an agent's copy of a group chat message differs only in ``role``)
+    {"ht": h, "n": k}                  history h truncated to k
+    {"hx": h}                          history h dropped
+
+Agent labels are ``a:<name>`` for agents and ``m:<name>`` for the manager. A checkpoint record (format 3)
+then only holds the message count, the round position, the speaker, and references to its metadata and
+group chat settings; everything else is the state the log prefix leaves. Format 2 records, which listed
+every agent's configuration, counters and history lengths, are still read.
 
 Inside a message, a dict that has a ``"$s"`` or ``"$lit"`` key of its own is escaped as ``{"$lit": {...}}``
 so it is never mistaken for a string reference.
@@ -32,6 +45,7 @@ This module knows nothing of AG2 and nothing of files: it turns models into byte
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +53,7 @@ import orjson
 
 from ..errors import CorruptCheckpointError, InvalidCheckpointError
 from ..jsonable import to_jsonable, unserializable_marker
-from ..model import AgentState, CheckpointData, GroupChatState, ManagerState
+from ..model import STATIC_FIELDS_KEY, AgentState, CheckpointData, GroupChatState, ManagerState
 
 #: Strings at least this long are stored once and referenced; shorter ones are cheaper inline.
 INTERN_MIN_LENGTH = 48
@@ -122,15 +136,35 @@ def _sanitize(value: Any, depth: int = 0) -> Any:
 class _Track:
     """What the log holds for one list (the message list or one history).
 
-    ``objs[i]`` is the object item i was taken from (identity check), ``encs[i]`` the bytes logged for it.
+    ``objs[i]`` is the object item i was taken from (identity check), ``encs[i]`` the bytes it is logged as
+    (``None`` until needed: the trusted path never compares bytes, the untrusted path computes them).
     """
 
     objs: list[Any] = field(default_factory=list)
-    encs: list[bytes] = field(default_factory=list)
+    encs: list[bytes | None] = field(default_factory=list)
 
 
 #: (track, keep, objects to put after ``keep``, their encodings)
-_TrackUpdate = tuple[_Track, int, list[Any], list[bytes]]
+_TrackUpdate = tuple[_Track, int, list[Any], list[bytes | None]]
+_MISSING = object()
+
+#: Keys in which an agent's copy of a group chat message may differ and still be logged as a reference.
+_REF_OVERRIDABLE = frozenset({"role", "name"})
+
+
+@dataclass
+class _AgentLog:
+    """What the log says about one agent label: its configuration, counters and histories."""
+
+    config: int | None = None
+    counters: dict[str, Any] | None = None
+    peers: dict[str, int] = field(default_factory=dict)
+
+    def copy(self) -> _AgentLog:
+        return _AgentLog(self.config, self.counters, dict(self.peers))
+
+
+
 
 
 @dataclass
@@ -143,6 +177,10 @@ class EncodedCheckpoint:
     _configs: dict[bytes, int]
     _tracks: list[_TrackUpdate]
     _new_histories: dict[tuple[str, str], tuple[int, _Track]]
+    _dropped_histories: list[tuple[str, str]] = field(default_factory=list)
+    _agents: dict[str, _AgentLog] = field(default_factory=dict)
+    _roster: tuple[tuple[str, ...], str | None] | None = None
+    _identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = field(default_factory=dict)
     _generation: int = 0
 
 
@@ -159,6 +197,11 @@ class DeltaEncoder:
         self._configs: dict[bytes, int] = {}
         self._messages = _Track()
         self._histories: dict[tuple[str, str], tuple[int, _Track]] = {}
+        self._agents: dict[str, _AgentLog] = {}
+        self._roster: tuple[tuple[str, ...], str | None] = ((), None)
+        # configuration ids by the identities of the values they were made from (the snapshot hands over
+        # the same objects while nothing changed): skips re-serialising an unchanged configuration
+        self._identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = {}
         self._string_count = 0
         self._config_count = 0
         self._history_count = 0
@@ -175,13 +218,16 @@ class DeltaEncoder:
         """
         job = _EncodeJob(self, trusted_prefix)
         messages_count = job.sync_list(self._messages, data.messages, None)
-        agents = {name: job.agent_entry(state, str(name)) for name, state in data.agent_states.items()}
-        manager = None
-        if data.manager_state is not None:
-            label = str(data.manager_state.name)
-            while label in data.agent_states:  # the manager's histories must not share an agent's
-                label += "#manager"
-            manager = job.agent_entry(data.manager_state, label)
+        job.group_items = data.messages
+        labels = [f"a:{name}" for name in data.agent_states]
+        manager_fields = _fields(data.manager_state) if data.manager_state is not None else None
+        manager_label = f"m:{manager_fields['name']}" if manager_fields is not None else None
+        roster = (tuple(labels), manager_label)
+        if roster != self._roster:
+            job.emit({"r": labels, "mg": manager_label})
+            job.roster = roster
+        for label, state in zip(labels, data.agent_states.values(), strict=True):
+            job.agent(label, state)
         record: dict[str, Any] = {
             "checkpoint_id": data.checkpoint_id,
             "timestamp": data.timestamp,
@@ -192,11 +238,18 @@ class DeltaEncoder:
             "ag2_version": data.ag2_version,
             "library_version": data.library_version,
             "messages": {"count": messages_count},
-            "agents": agents,
-            "manager": manager,
-            "groupchat": to_jsonable(_fields(data.groupchat_state)) if data.groupchat_state else None,
-            "metadata": to_jsonable(data.metadata),
+            "metadata": job.config_id(data.metadata) if data.metadata else None,
         }
+        if manager_fields is not None:
+            assert manager_label is not None
+            job.agent(manager_label, manager_fields)
+            record["speaker"] = manager_fields.get("current_speaker")
+            if manager_fields.get("step_counter", data.step_number) != data.step_number:
+                record["step_counter"] = manager_fields["step_counter"]
+        if data.groupchat_state is not None:
+            values = _fields(data.groupchat_state)
+            position = {k: values.pop(k) for k in _GROUPCHAT_POSITION if k in values}
+            record["groupchat"] = {"config": job.config_from_fields(values), **position}
         extra = data.__pydantic_extra__
         if extra:
             record["extra"] = to_jsonable(extra)
@@ -207,6 +260,10 @@ class DeltaEncoder:
             _configs=job.new_configs,
             _tracks=job.track_updates,
             _new_histories=job.new_histories,
+            _dropped_histories=job.dropped,
+            _agents=job.agents,
+            _roster=job.roster,
+            _identity_configs=job.identity_configs,
             _generation=self._generation,
         )
 
@@ -219,8 +276,14 @@ class DeltaEncoder:
         self._string_count += len(encoded._strings)
         self._configs.update(encoded._configs)
         self._config_count += len(encoded._configs)
+        self._identity_configs.update(encoded._identity_configs)
+        for key in encoded._dropped_histories:
+            self._histories.pop(key, None)
         self._histories.update(encoded._new_histories)
         self._history_count += len(encoded._new_histories)
+        self._agents.update(encoded._agents)
+        if encoded._roster is not None:
+            self._roster = encoded._roster
         for track, keep, objs, encs in encoded._tracks:
             del track.objs[keep:]
             track.objs.extend(objs)
@@ -234,13 +297,23 @@ class DeltaEncoder:
         self._string_count = len(replay.strings)
         self._configs = {dumps_sorted(value): index for index, value in sorted(replay.configs.items())}
         self._config_count = max(replay.configs, default=-1) + 1
+        self._identity_configs = {}
         peek = _EncodeJob(self, False).peek
         self._messages = _Track(list(replay.messages), [peek(item) for item in replay.messages])
         self._histories = {
             replay.history_keys[hid]: (hid, _Track(list(items), [peek(item) for item in items]))
             for hid, items in sorted(replay.histories.items())
         }
-        self._history_count = max(replay.histories, default=-1) + 1
+        self._history_count = max([*replay.history_keys, -1]) + 1
+        self._agents = {}
+        for hid, (label, peer) in replay.history_keys.items():
+            if hid in replay.histories:
+                self._agents.setdefault(label, _AgentLog()).peers[peer] = hid
+        for label, config in replay.agent_configs.items():
+            self._agents.setdefault(label, _AgentLog()).config = config
+        for label, counters in replay.dynamic.items():
+            self._agents.setdefault(label, _AgentLog()).counters = counters
+        self._roster = (tuple(replay.roster), replay.manager_label)
 
     @property
     def string_count(self) -> int:
@@ -248,8 +321,21 @@ class DeltaEncoder:
         return self._string_count
 
 
+#: Group chat fields that change every message: kept in the record, the rest is a configuration blob.
+_GROUPCHAT_POSITION = ("round_index", "run_start_index")
+#: Agent fields logged as "counters" records when they change (histories are logged separately).
+_COUNTER_FIELDS = ("consecutive_auto_reply_counter", "max_consecutive_auto_reply_dict", "reply_at_receive")
+#: Fields kept in the record rather than in the log (they change at nearly every checkpoint).
+_RECORD_FIELDS = frozenset({"oai_messages", "current_speaker", "step_counter"})
+
+
 def _fields(model: Any) -> dict[str, Any]:
-    """A model's field values (declared and extra) without re-validating or deep-copying them."""
+    """A model's field values (declared and extra) without re-validating or deep-copying them.
+
+    A plain dict of field values is accepted too (the checkpointing manager's live snapshots use them).
+    """
+    if type(model) is dict:
+        return dict(model)
     values = dict(vars(model))
     extra = getattr(model, "__pydantic_extra__", None)
     if extra:
@@ -268,8 +354,13 @@ class _EncodeJob:
         self.new_configs: dict[bytes, int] = {}
         self.track_updates: list[_TrackUpdate] = []
         self.new_histories: dict[tuple[str, str], tuple[int, _Track]] = {}
+        self.dropped: list[tuple[str, str]] = []
+        self.agents: dict[str, _AgentLog] = {}
+        self.roster: tuple[tuple[str, ...], str | None] | None = None
+        self.identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = {}
+        self.group_items: list[Any] = []
 
-    def _emit(self, record: dict[str, Any]) -> None:
+    def emit(self, record: dict[str, Any]) -> None:
         self.lines.append(dumps(record) + b"\n")
 
     def value(self, value: Any, intern: bool = True) -> Any:
@@ -286,7 +377,7 @@ class _EncodeJob:
                         return value  # never equal to a logged encoding, which holds a reference
                     index = self.encoder._string_count + len(self.new_strings)
                     self.new_strings[value] = index
-                    self._emit({"s": index, "v": value})
+                    self.emit({"s": index, "v": value})
             return {_STRING_REF: index}
         if kind is dict:
             encoded = {(k if type(k) is str else str(k)): self.value(v, intern) for k, v in value.items()}
@@ -302,6 +393,32 @@ class _EncodeJob:
         """The bytes ``item`` is logged as, if all its long strings are known (else bytes that differ)."""
         return dumps(self.value(item, False))
 
+    def _group_reference(self, item: dict[str, Any]) -> bytes | None:
+        """``"g":j,...`` when ``item`` is the newest group chat message up to its role/name, else None."""
+        group = self.group_items
+        if not group:
+            return None
+        base = group[-1]
+        if type(base) is not dict:
+            return None
+        overrides: dict[str, Any] = {}
+        for key, value in item.items():
+            known = base.get(key, _MISSING)
+            if known is value or (type(known) is type(value) and known == value):
+                continue
+            if key not in _REF_OVERRIDABLE:
+                return None
+            overrides[key] = value
+        removed = [key for key in base if key not in item]
+        if any(key not in _REF_OVERRIDABLE for key in removed):
+            return None
+        reference = b'"g":' + str(len(group) - 1).encode()
+        if overrides:
+            reference += b',"o":' + dumps(self.value(overrides))
+        if removed:
+            reference += b',"x":' + dumps(removed)
+        return reference
+
     def sync_list(self, track: _Track, items: list[Any], history: int | None) -> int:
         """Emit what makes the logged list equal to ``items``; returns ``len(items)``."""
         objs, encs = track.objs, track.encs
@@ -313,27 +430,44 @@ class _EncodeJob:
         else:  # compare what was logged, item by item, as bytes
             keep, limit = 0, min(n_logged, n_new)
             peek = self.peek
+            for index in range(n_logged):  # fill in encodings the trusted path skipped
+                if encs[index] is None:
+                    encs[index] = peek(objs[index])
             while keep < limit and peek(items[keep]) == encs[keep]:
                 keep += 1
             if keep < n_logged:
-                self._emit({"mt": keep} if history is None else {"ht": history, "n": keep})
+                self.emit({"mt": keep} if history is None else {"ht": history, "n": keep})
             adopt_all = True  # identical items now refer to the caller's objects (O(1) checks later)
-        prefix = b'{"m":' if history is None else b'{"h":' + str(history).encode() + b',"m":'
-        tail_encs: list[bytes] = []
-        for item in items[keep:]:
-            if not isinstance(item, dict):
-                raise InvalidCheckpointError(f"a message must be a JSON object, got {type(item).__name__}")
-            enc = dumps(self.value(item))
-            tail_encs.append(enc)
-            self.lines.append(prefix + enc + b"}\n")
+        tail_encs: list[bytes | None] = []
+        if history is None:
+            for item in items[keep:]:
+                if type(item) is not dict:
+                    raise InvalidCheckpointError(f"a message must be a JSON object, got {type(item).__name__}")
+                enc = dumps(self.value(item))
+                tail_encs.append(enc)
+                self.lines.append(b'{"m":' + enc + b"}\n")
+        else:
+            head = b'{"h":' + str(history).encode() + b","
+            for item in items[keep:]:
+                if type(item) is not dict:
+                    raise InvalidCheckpointError(f"a message must be a JSON object, got {type(item).__name__}")
+                reference = self._group_reference(item)
+                if reference is not None:
+                    tail_encs.append(None)
+                    self.lines.append(head + reference + b"}\n")
+                else:
+                    enc = dumps(self.value(item))
+                    tail_encs.append(enc)
+                    self.lines.append(head + b'"m":' + enc + b"}\n")
         if adopt_all:
-            self.track_updates.append((track, 0, list(items), encs[:keep] + tail_encs))
+            self.track_updates.append((track, 0, list(items), list(encs[:keep]) + tail_encs))
         else:
             self.track_updates.append((track, keep, list(items[keep:]), tail_encs))
         return n_new
 
-    def config_id(self, static: dict[str, Any]) -> int:
-        key = dumps_sorted(static)
+    def config_id(self, value: Any) -> int:
+        """The id of a configuration blob equal to ``value``, logging it if it is new."""
+        key = dumps_sorted(value)
         index = self.encoder._configs.get(key)
         if index is None:
             index = self.new_configs.get(key)
@@ -343,38 +477,67 @@ class _EncodeJob:
                 self.lines.append(b'{"c":' + str(index).encode() + b',"v":' + key + b"}\n")
         return index
 
-    def history(self, agent: str, peer: str) -> tuple[int, _Track]:
-        key = (agent, peer)
+    def config_from_fields(self, values: dict[str, Any]) -> int:
+        """``config_id`` of a field dict, skipping serialisation when every value object is unchanged."""
+        known_dict = self.encoder._identity_configs.get((id(values),))
+        if known_dict is not None and known_dict[0][0] is values:
+            return known_dict[1]
+        identity = (len(values), *map(id, values.values()))
+        known = self.encoder._identity_configs.get(identity) or self.identity_configs.get(identity)
+        if known is not None and all(a is b for a, b in zip(known[0], values.values(), strict=True)):
+            return known[1]
+        index = self.config_id(to_jsonable(values))
+        self.identity_configs[identity] = (list(values.values()), index)
+        self.identity_configs[(id(values),)] = ([values], index)  # the same dict object next time
+        return index
+
+    def history(self, label: str, peer: str) -> tuple[int, _Track]:
+        key = (label, peer)
         known = self.encoder._histories.get(key) or self.new_histories.get(key)
         if known is None:
             hid = self.encoder._history_count + len(self.new_histories)
             known = (hid, _Track())
             self.new_histories[key] = known
-            self._emit({"hd": hid, "a": agent, "p": peer})
+            self.emit({"hd": hid, "a": label, "p": peer})
         return known
 
-    def agent_entry(self, state: AgentState, label: str) -> dict[str, Any]:
-        """The record entry of one agent; ``label`` names its histories in the log (unique per record)."""
-        values = _fields(state)
-        static = {k: v for k, v in values.items() if k not in DYNAMIC_AGENT_FIELDS}
-        entry: dict[str, Any] = {"config": self.config_id(to_jsonable(static))}
-        histories: dict[str, list[int]] = {}
-        for peer, items in (values.get("oai_messages") or {}).items():
+    def agent(self, label: str, state: AgentState | dict[str, Any]) -> None:
+        """Log what changed for one agent (configuration, counters, histories)."""
+        values = state if type(state) is dict else _fields(state)
+        logged = self.encoder._agents.get(label)
+        now = logged.copy() if logged is not None else _AgentLog()
+        static = values.get(STATIC_FIELDS_KEY)
+        if static is None:
+            static = {k: v for k, v in values.items() if k not in _RECORD_FIELDS and k not in _COUNTER_FIELDS}
+        now.config = self.config_from_fields(static)
+        if logged is None or now.config != logged.config:
+            self.emit({"ac": label, "c": now.config})
+        counters = {k: values[k] for k in _COUNTER_FIELDS if k in values}
+        if logged is None or counters != logged.counters:
+            encoded = dumps_sorted(counters)
+            now.counters = orjson.loads(encoded)  # a frozen copy, compared with the next checkpoint's
+            self.lines.append(b'{"d":' + dumps(label) + b',"v":' + encoded + b"}\n")
+        histories = values.get("oai_messages") or {}
+        for peer, items in histories.items():
             peer_name = peer if type(peer) is str else str(peer)
             hid, track = self.history(label, peer_name)
-            histories[peer_name] = [hid, self.sync_list(track, items, hid)]
-        entry["histories"] = histories
-        for name in DYNAMIC_AGENT_FIELDS - {"oai_messages"}:
-            if name in values:
-                entry[name] = to_jsonable(values[name])
-        return entry
+            now.peers[peer_name] = hid
+            self.sync_list(track, items, hid)
+        if len(now.peers) != len(histories):
+            for peer_name in [p for p in now.peers if p not in histories]:
+                self.emit({"hx": now.peers.pop(peer_name)})
+                self.dropped.append((label, peer_name))
+        if logged is None or now.config != logged.config or now.counters is not logged.counters or (
+            now.peers != logged.peers
+        ):
+            self.agents[label] = now
 
 
 # -- decoding -------------------------------------------------------------------------------------------
 
 
 class LogReplay:
-    """State rebuilt from a log prefix: strings, configurations, messages and histories."""
+    """State rebuilt from a log prefix: strings, configurations, messages, histories, agents."""
 
     def __init__(self) -> None:
         self.strings: list[str] = []
@@ -382,6 +545,10 @@ class LogReplay:
         self.messages: list[dict[str, Any]] = []
         self.histories: dict[int, list[dict[str, Any]]] = {}
         self.history_keys: dict[int, tuple[str, str]] = {}
+        self.roster: list[str] = []
+        self.manager_label: str | None = None
+        self.agent_configs: dict[str, int] = {}
+        self.dynamic: dict[str, dict[str, Any]] = {}
 
     def apply_bytes(self, data: bytes, *, path: str | None = None) -> None:
         """Replay complete log lines (``data`` must end with a newline or be empty)."""
@@ -393,35 +560,62 @@ class LogReplay:
             records = orjson.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
         except orjson.JSONDecodeError as exc:
             raise CorruptCheckpointError(f"session log is not valid JSON: {exc}", path=path) from exc
+        collecting = gc.isenabled()
+        gc.disable()  # tens of thousands of small objects: full collections would dominate the replay
         try:
             for record in records:
                 self._apply(record)
         except (KeyError, TypeError, IndexError, ValueError, AttributeError, RecursionError) as exc:
             raise CorruptCheckpointError(f"session log has a malformed record: {exc!r}", path=path) from exc
+        finally:
+            if collecting:
+                gc.enable()
 
     def _apply(self, record: dict[str, Any]) -> None:
         if type(record) is not dict:
             raise TypeError("log record is not an object")
         if "h" in record:
-            self.histories[record["h"]].append(self._message(record["m"]))
+            history = self.histories[record["h"]]
+            if "g" in record:
+                item = dict(self.messages[_index(record["g"])])
+                if "o" in record:
+                    item.update(self._message(record["o"]))
+                for key in record.get("x", ()):
+                    del item[key]
+                history.append(item)
+            else:
+                history.append(self._message(record["m"]))
         elif "m" in record:
             self.messages.append(self._message(record["m"]))
         elif "s" in record:
             if record["s"] != len(self.strings) or type(record["v"]) is not str:
                 raise ValueError(f"string record {record['s']!r} out of sequence")
             self.strings.append(record["v"])
+        elif "d" in record:
+            if type(record["v"]) is not dict:
+                raise TypeError("counters record is not an object")
+            self.dynamic[str(record["d"])] = record["v"]
+        elif "ac" in record:
+            self.agent_configs[str(record["ac"])] = _index(record["c"])
         elif "c" in record:
             self.configs[_index(record["c"])] = record["v"]
         elif "hd" in record:
             hid = _index(record["hd"])
-            if hid in self.histories:
+            if hid in self.history_keys:
                 raise ValueError(f"history {hid} defined twice")
             self.histories[hid] = []
             self.history_keys[hid] = (str(record["a"]), str(record["p"]))
         elif "ht" in record:
             del self.histories[record["ht"]][_index(record["n"]) :]
+        elif "hx" in record:
+            del self.histories[_index(record["hx"])]
         elif "mt" in record:
             del self.messages[_index(record["mt"]) :]
+        elif "r" in record:
+            if type(record["r"]) is not list:
+                raise TypeError("roster is not a list")
+            self.roster = [str(label) for label in record["r"]]
+            self.manager_label = None if record.get("mg") is None else str(record["mg"])
         else:
             raise ValueError(f"unknown record {sorted(record)}")
 
@@ -454,6 +648,19 @@ class LogReplay:
             )
         return list(items)
 
+    def config(self, index: Any, what: str, path: str | None) -> dict[str, Any]:
+        value = self.configs.get(_index(index))
+        if not isinstance(value, dict):
+            raise CorruptCheckpointError(f"{what} (configuration {index!r}) missing from the log", path=path)
+        return value
+
+    def histories_of(self, label: str) -> dict[str, list[dict[str, Any]]]:
+        return {
+            peer: list(self.histories[hid])
+            for hid, (owner, peer) in self.history_keys.items()
+            if owner == label and hid in self.histories
+        }
+
 
 def _index(value: Any) -> int:
     """A non-negative integer from a log record (a bool, a float or a negative number is malformed)."""
@@ -465,17 +672,26 @@ def _index(value: Any) -> int:
 def _agent_from_entry(
     entry: dict[str, Any], replay: LogReplay, model: type[AgentState], path: str | None
 ) -> AgentState:
-    config = replay.configs.get(_index(entry["config"]))
-    if not isinstance(config, dict):
-        raise CorruptCheckpointError(
-            f"agent configuration {entry['config']!r} missing from the log", path=path
-        )
+    """A format-2 record entry: configuration, counters and history lengths listed in the record."""
+    config = replay.config(entry["config"], "agent configuration", path)
     dynamic = {k: v for k, v in entry.items() if k in DYNAMIC_AGENT_FIELDS}
     state = model.model_validate({**config, **dynamic})
     state.oai_messages = {
         peer: replay.history(_index(ref[0]), _index(ref[1]), path=path)
         for peer, ref in entry["histories"].items()
     }
+    return state
+
+
+def _agent_from_log(
+    label: str, replay: LogReplay, model: type[AgentState], path: str | None, **fields: Any
+) -> AgentState:
+    """A format-3 agent: everything comes from the log prefix."""
+    if label not in replay.agent_configs:
+        raise CorruptCheckpointError(f"agent {label[2:]!r} has no configuration in the log", path=path)
+    config = replay.config(replay.agent_configs[label], f"agent {label[2:]!r}", path)
+    state = model.model_validate({**config, **replay.dynamic.get(label, {}), **fields})
+    state.oai_messages = replay.histories_of(label)
     return state
 
 
@@ -496,7 +712,7 @@ _HEADER_FIELDS = (
 def checkpoint_from_record(
     record: dict[str, Any], replay: LogReplay, *, path: str | None = None
 ) -> CheckpointData:
-    """Assemble the logical checkpoint from its record and the replayed log prefix."""
+    """Assemble the logical checkpoint from its record and the replayed log prefix (formats 2 and 3)."""
     count = _index(record["messages"]["count"])
     if len(replay.messages) != count:
         raise CorruptCheckpointError(
@@ -506,22 +722,50 @@ def checkpoint_from_record(
     extra = record.get("extra") or {}
     if not isinstance(extra, dict):
         raise InvalidCheckpointError("the record's 'extra' is not an object", path=path)
+    if "agents" in record:  # format 2
+        metadata = record.get("metadata") or {}
+        groupchat = record.get("groupchat")
+    else:
+        metadata = replay.config(record["metadata"], "metadata", path) if record.get("metadata") is not None else {}
+        groupchat = None
+        if record.get("groupchat") is not None:
+            position = record["groupchat"]
+            groupchat = {
+                **replay.config(position["config"], "group chat settings", path),
+                **{k: position[k] for k in _GROUPCHAT_POSITION if k in position},
+            }
     data = CheckpointData.model_validate(
         {key: value for key, value in extra.items() if key not in CheckpointData.model_fields}
         | {key: record[key] for key in _HEADER_FIELDS if key in record}
-        | {"metadata": record.get("metadata") or {}, "groupchat_state": record.get("groupchat")}
+        | {"metadata": metadata, "groupchat_state": groupchat}
     )
     data.messages = list(replay.messages)
-    agents = record["agents"]
-    if not isinstance(agents, dict):
-        raise InvalidCheckpointError("the record's 'agents' is not an object", path=path)
-    data.agent_states = {
-        name: _agent_from_entry(entry, replay, AgentState, path) for name, entry in agents.items()
-    }
-    manager = record.get("manager")
-    data.manager_state = (
-        _agent_from_entry(manager, replay, ManagerState, path) if manager is not None else None  # type: ignore[assignment]
-    )
+    if "agents" in record:
+        agents = record["agents"]
+        if not isinstance(agents, dict):
+            raise InvalidCheckpointError("the record's 'agents' is not an object", path=path)
+        data.agent_states = {
+            name: _agent_from_entry(entry, replay, AgentState, path) for name, entry in agents.items()
+        }
+        manager = record.get("manager")
+        data.manager_state = (
+            _agent_from_entry(manager, replay, ManagerState, path)  # type: ignore[assignment]
+            if manager is not None
+            else None
+        )
+    else:
+        data.agent_states = {
+            label[2:]: _agent_from_log(label, replay, AgentState, path) for label in replay.roster
+        }
+        if replay.manager_label is not None:
+            data.manager_state = _agent_from_log(  # type: ignore[assignment]
+                replay.manager_label,
+                replay,
+                ManagerState,
+                path,
+                current_speaker=record.get("speaker"),
+                step_counter=record.get("step_counter", data.step_number),
+            )
     if data.groupchat_state is not None and not isinstance(data.groupchat_state, GroupChatState):
         raise InvalidCheckpointError("groupchat state is malformed", path=path)
     return data
