@@ -22,6 +22,13 @@ from .model import (
     checkpoint_json_schema,
 )
 from .rebuild import RestoreReport, RestoreWarning, RosterMismatchError
+from .recording import (
+    RecordingDivergedError,
+    RecordingModelClient,
+    live_client,
+    recording_llm_config,
+    use_recording,
+)
 from .restorer import CheckpointRestorer, ContinuationResult, RestoredChat
 from .storage.files import FileSessionStore, read_checkpoint_file
 from .termination import (
@@ -52,6 +59,8 @@ __all__ = [
     "InterventionError",
     "InvalidCheckpointError",
     "ManagerState",
+    "RecordingDivergedError",
+    "RecordingModelClient",
     "RestoreReport",
     "RestoreWarning",
     "RestoredChat",
@@ -64,9 +73,12 @@ __all__ = [
     "any_of",
     "checkpoint_json_schema",
     "default_session_dir",
+    "live_client",
     "read_checkpoint_file",
+    "recording_llm_config",
     "terminate_endswith",
     "terminate_exact",
     "terminate_on",
     "terminate_regex",
+    "use_recording",
 ]

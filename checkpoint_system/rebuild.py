@@ -19,6 +19,8 @@ from .errors import CheckpointError
 from .model import AgentState, CheckpointData, GroupChatState
 from .redaction import describe_missing, restore_llm_config_report
 from .termination import termination_from_record
+from .recording import CLIENT_CLASS_NAME as RECORDING_CLIENT_NAME
+from .recording import use_recording
 from .testing import CLIENT_CLASS_NAME, DeterministicModelClient
 
 
@@ -93,6 +95,14 @@ def register_model_clients(
 ) -> None:
     """Register the custom model clients an agent's config names, from ``model_clients`` or built-ins."""
     for name in dict.fromkeys(_model_client_names(llm_config)):
+        if name == RECORDING_CLIENT_NAME and name not in model_clients:
+            # recorded sessions replay offline; a diverged request stops with the agent and step named
+            use_recording(agent)
+            report.note(
+                f"agent {agent.name!r}: replaying its recorded LLM calls (no live model for new requests)",
+                warn=False,
+            )
+            continue
         cls = model_clients.get(name) or BUILTIN_MODEL_CLIENTS.get(name)
         if cls is None:
             report.note(
