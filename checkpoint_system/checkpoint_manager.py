@@ -224,7 +224,9 @@ class CheckpointManager:
         self.last_checkpoint_id = checkpoint_id
         self._next_step = max(self.next_step_number(), data.step_number) + 1
         self._checkpoint_count += 1
-        self._session_metadata.update(latest_checkpoint=checkpoint_id, checkpoint_count=self._checkpoint_count)
+        self._session_metadata.update(
+            latest_checkpoint=checkpoint_id, checkpoint_count=self._checkpoint_count
+        )
         self._last_saved_at = time.monotonic()
         if data.context == "conversation_start":
             self._session_metadata["status"] = "running"

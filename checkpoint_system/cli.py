@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, CheckpointNotFoundError
 from .intervention import Intervention
 from .model import checkpoint_json_schema
 from .restorer import CheckpointRestorer
@@ -119,6 +119,8 @@ def _list(args: argparse.Namespace) -> int:
             return 0
         session: SessionStore = store.open_session(session_id)
     else:
+        if not Path(args.session).is_dir():
+            raise CheckpointNotFoundError("session directory does not exist", path=args.session)
         session = FileSessionStore(args.session)
     ids = session.list_checkpoints()
     if not ids:

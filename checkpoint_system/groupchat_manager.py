@@ -71,6 +71,29 @@ class _Run:
         return len(self.groupchat.messages) > self.checkpointed
 
 
+class _ExemptMessage:
+    """A termination condition that ignores one message object (``force``: continue past a terminator)."""
+
+    def __init__(self, condition: Callable[[dict[str, Any]], bool], exempt: dict[str, Any]) -> None:
+        self.__checkpoint_original__ = condition
+        self._exempt = exempt
+
+    def __call__(self, message: dict[str, Any]) -> bool:
+        return message is not self._exempt and bool(self.__checkpoint_original__(message))
+
+
+def _position_of(history: list[dict[str, Any]], message: dict[str, Any]) -> int:
+    """Index of the newest entry of ``history`` that holds ``message`` (introductions may follow it)."""
+    for index in range(len(history) - 1, -1, -1):
+        entry = history[index]
+        if entry == message or (
+            entry.get("content") == message.get("content")
+            and entry.get("tool_calls") == message.get("tool_calls")
+        ):
+            return index
+    raise CheckpointError("the manager's history does not hold the group chat's newest message")
+
+
 @dataclass
 class _Resume:
     """Where a loaded checkpoint left the loop: the message in flight, its speaker, the round budget."""
@@ -80,6 +103,8 @@ class _Resume:
     message: dict[str, Any]
     remaining_rounds: int
     appended: bool  # whether the message in flight is already in the group chat (not at a run's start)
+    position: int  # where the message in flight sits in the manager's history with the speaker
+    max_round: int  # the original chat's max_round, for the termination reason
 
 
 class CheckpointingGroupChatManager(GroupChatManager):
@@ -116,6 +141,7 @@ class CheckpointingGroupChatManager(GroupChatManager):
         self.last_termination_reason: str | None = None
         self._run: _Run | None = None
         self._resume: _Resume | None = None
+        self._round_report: str | None = None
         self.replace_reply_func(
             GroupChatManager.run_chat, CheckpointingGroupChatManager._run_chat_checkpointed
         )
@@ -241,6 +267,8 @@ class CheckpointingGroupChatManager(GroupChatManager):
     def _end_run(self, run: _Run, error: BaseException | None = None) -> None:
         if error is None:
             reason = run.tap.reason or self._infer_termination_reason(run)
+            if self._round_report and reason.startswith("Maximum rounds"):
+                reason = self._round_report  # the continuation's budget, in the original chat's terms
             self.last_termination_reason = reason
             failure: BaseException | None = None
             try:
@@ -293,9 +321,12 @@ class CheckpointingGroupChatManager(GroupChatManager):
     def _snapshot_agents(self, run: _Run | None) -> list[ConversableAgent]:
         groupchat = run.groupchat if run else self.groupchat
         agents = [agent for agent in groupchat.agents if isinstance(agent, ConversableAgent)]
-        initiator = run.initiator if run else None
-        if isinstance(initiator, ConversableAgent) and initiator not in agents and initiator is not self:
-            agents.append(initiator)
+        # agents outside the group chat that talk to the manager (e.g. the initiator) belong to its state
+        outsiders = [run.initiator] if run else []
+        outsiders += list(self._oai_messages)
+        for agent in outsiders:
+            if isinstance(agent, ConversableAgent) and agent is not self and agent not in agents:
+                agents.append(agent)
         return agents
 
     def _checkpoint(
@@ -338,12 +369,13 @@ class CheckpointingGroupChatManager(GroupChatManager):
         groupchat = self.groupchat
         groupchat.messages[:] = [dict(m) for m in checkpoint.messages]
         gc_state = checkpoint.groupchat_state
-        # New messages the uninterrupted run could still append after the one in flight.
-        max_round = gc_state.max_round if gc_state else groupchat.max_round
-        remaining = max_round - max(gc_state.round_index if gc_state else len(groupchat.messages), 1)
         # At a run's start the message in flight has reached the manager but not the group chat; at any
         # later checkpoint it is the group chat's newest message, already broadcast.
         appended = checkpoint.context != "conversation_start" and bool(groupchat.messages)
+        # New messages the uninterrupted run could still append (at a run's start: including the one in
+        # flight, which AG2 appends as the run's first round).
+        max_round = gc_state.max_round if gc_state else groupchat.max_round
+        remaining = max_round - (gc_state.round_index if gc_state else len(groupchat.messages))
         if appended:
             speaker_name = checkpoint.manager_state.current_speaker or groupchat.messages[-1].get("name")
         else:
@@ -356,12 +388,15 @@ class CheckpointingGroupChatManager(GroupChatManager):
         history = self._oai_messages.get(speaker)
         if not history:
             raise CheckpointError(f"the manager holds no message from {speaker.name!r} to resume from")
+        position = _position_of(history, groupchat.messages[-1]) if appended else len(history) - 1
         self._last_speaker = speaker  # type: ignore[assignment]
-        self._resume = _Resume(checkpoint, speaker, history[-1], remaining, appended)
+        self._resume = _Resume(
+            checkpoint, speaker, history[position], remaining, appended, position, max_round
+        )
 
     def _put_in_flight(self, resume: _Resume) -> None:
         """Take the newest message back out of the group chat and the histories it was broadcast to."""
-        self._oai_messages[resume.speaker].pop()
+        del self._oai_messages[resume.speaker][resume.position]
         groupchat = self.groupchat
         if not resume.appended:
             return
@@ -390,11 +425,39 @@ class CheckpointingGroupChatManager(GroupChatManager):
         if rounds <= 0:
             return "the chat's round budget is used up; ask for a number of additional rounds"
         config = copy.copy(self.groupchat)
-        config.max_round = rounds + 1  # AG2 counts the message in flight, appended again, as a round
-        config.send_introductions = False  # the introductions are already in the restored histories
+        # AG2 counts the message in flight, appended again, as a round of its own
+        config.max_round = rounds + 1 if resume.appended else rounds
+        if resume.appended:  # the introductions were broadcast before the first message was appended
+            config.send_introductions = False
         self._resume = None
         self._put_in_flight(resume)
+        self._round_report = (
+            f"Maximum rounds ({resume.max_round}) reached"
+            if max_additional_rounds is None
+            else f"Maximum additional rounds ({max_additional_rounds}) reached"
+        )
         return resume, config
+
+    def _received_in_place(self, resume: _Resume) -> list[dict[str, Any]]:
+        """Move the message received again back to where it was (introductions may follow it); return
+        the history up to it, whose last item AG2's loop takes as the message to append."""
+        history: list[dict[str, Any]] = self._oai_messages[resume.speaker]
+        if resume.position < len(history) - 1:
+            history.insert(resume.position, history.pop())
+        return history[: resume.position + 1]
+
+    @contextmanager
+    def _continuing(self, resume: _Resume, force: bool) -> Iterator[None]:
+        """While a continuation runs: with ``force``, the message in flight does not end the chat again."""
+        original = self._is_termination_msg
+        if force and resume.appended:
+            exempt = self._oai_messages[resume.speaker][resume.position]
+            self._is_termination_msg = _ExemptMessage(original, exempt)
+        try:
+            yield
+        finally:
+            self._is_termination_msg = original
+            self._round_report = None
 
     def continue_from_loaded_state(
         self, max_additional_rounds: int | None = 10, *, force: bool = False
@@ -406,7 +469,9 @@ class CheckpointingGroupChatManager(GroupChatManager):
             return False, prepared
         resume, config = prepared
         self.receive(resume.message, resume.speaker, request_reply=False, silent=True)
-        self._run_chat_checkpointed(self._oai_messages[resume.speaker], resume.speaker, config)
+        messages = self._received_in_place(resume)
+        with self._continuing(resume, force):
+            self._run_chat_checkpointed(messages, resume.speaker, config)
         return True, self.last_termination_reason or ""
 
     async def a_continue_from_loaded_state(
@@ -418,7 +483,9 @@ class CheckpointingGroupChatManager(GroupChatManager):
             return False, prepared
         resume, config = prepared
         await self.a_receive(resume.message, resume.speaker, request_reply=False, silent=True)
-        await self._a_run_chat_checkpointed(self._oai_messages[resume.speaker], resume.speaker, config)
+        messages = self._received_in_place(resume)
+        with self._continuing(resume, force):
+            await self._a_run_chat_checkpointed(messages, resume.speaker, config)
         return True, self.last_termination_reason or ""
 
     # -- public API ----------------------------------------------------------------------------------------

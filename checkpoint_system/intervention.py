@@ -103,15 +103,31 @@ def _positions(data: CheckpointData, history: list[dict[str, Any]], receives_las
 
 
 def _check_aligned(where: str, entry: dict[str, Any], message: dict[str, Any], index: int) -> None:
-    same = _text(entry.get("content")) == _text(message.get("content")) and entry.get(
-        "tool_calls"
-    ) == message.get("tool_calls")
+    if message.get("tool_calls") or entry.get("tool_calls"):
+        # AG2 keeps a tool call's content as None in the caller's history and as "None" in the group chat
+        same = entry.get("tool_calls") == message.get("tool_calls")
+    else:
+        same = _text(entry.get("content")) == _text(message.get("content"))
     if not same:
         raise InterventionError(
             f"{where}: the entry at the position of message {index} does not hold that message; the "
             "history was changed outside the group chat (e.g. a guardrail or clear-history), so the edit "
             "would be unsafe"
         )
+
+
+def _edited(entry: dict[str, Any], content: str) -> dict[str, Any]:
+    """``entry`` with new content; a tool result's single response (what AG2 sends the model) too."""
+    edited = {**entry, "content": content}
+    responses = entry.get("tool_responses")
+    if isinstance(responses, list) and responses:
+        if len(responses) != 1:
+            raise InterventionError(
+                f"the message holds {len(responses)} tool results: replace it with the exact "
+                "tool_responses you want instead of editing its content"
+            )
+        edited["tool_responses"] = [{**responses[0], "content": content}]
+    return edited
 
 
 def _as_entry(message: dict[str, Any], role: str) -> dict[str, Any]:
@@ -155,7 +171,7 @@ def _apply_one(data: CheckpointData, change: Intervention) -> None:
     if change.action == "edit":
         if change.content is None:
             raise InterventionError("edit needs content")
-        updated: dict[str, Any] | None = {**original, "content": change.content}
+        updated: dict[str, Any] | None = _edited(original, change.content)
     elif change.action == "replace":
         if not change.message or not isinstance(change.message, dict):
             raise InterventionError("replace needs a message object")
@@ -195,10 +211,17 @@ def _apply_one(data: CheckpointData, change: Intervention) -> None:
         if updated is None:
             del history[position]
         elif change.action == "edit":
-            history[position] = {**history[position], "content": change.content}
+            assert change.content is not None
+            history[position] = _edited(history[position], change.content)
         else:
             history[position] = _as_entry(updated, role)
     if updated is None:
+        # the removed reply no longer counts towards its speaker's consecutive auto-replies
+        counters = (
+            data.agent_states[speaker].consecutive_auto_reply_counter if speaker in data.agent_states else {}
+        )
+        if index > 0 and counters.get(manager, 0) > 0:
+            counters[manager] -= 1
         del data.messages[index]
         if index == len(data.messages) and data.manager_state is not None:
             data.manager_state.current_speaker = (
@@ -222,6 +245,8 @@ def tool_pair_problems(messages: Sequence[dict[str, Any]]) -> list[str]:
             ids = [str(r.get("tool_call_id")) for r in responses if isinstance(r, dict)]
         elif message.get("role") == "tool" and message.get("tool_call_id"):
             ids = [str(message["tool_call_id"])]
+        if message.get("role") == "tool" and not ids:
+            problems.append(f"message {i} is a tool result that names no tool call")
         if ids or message.get("role") == "tool":
             for call_id in ids:
                 if call_id not in open_calls:

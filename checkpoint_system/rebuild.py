@@ -17,10 +17,10 @@ from autogen import Agent, AssistantAgent, ConversableAgent, GroupChat, UserProx
 
 from .errors import CheckpointError
 from .model import AgentState, CheckpointData, GroupChatState
-from .redaction import describe_missing, restore_llm_config_report
-from .termination import termination_from_record
 from .recording import CLIENT_CLASS_NAME as RECORDING_CLIENT_NAME
 from .recording import use_recording
+from .redaction import describe_missing, restore_llm_config_report
+from .termination import termination_from_record
 from .testing import CLIENT_CLASS_NAME, DeterministicModelClient
 
 

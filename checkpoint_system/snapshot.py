@@ -124,6 +124,12 @@ def _context_variables(agent: ConversableAgent) -> dict[str, Any] | None:
     return jsonable if isinstance(jsonable, dict) else None
 
 
+def _termination_callable(agent: ConversableAgent) -> Any:
+    """The agent's termination condition, seen through the manager's temporary ``force`` wrapper."""
+    condition = getattr(agent, "_is_termination_msg", None)
+    return getattr(condition, "__checkpoint_original__", condition)
+
+
 def _static_sources(agent: ConversableAgent) -> tuple[Any, ...]:
     """Everything an agent's configuration is derived from, compared cheaply (mostly by identity)."""
     code = getattr(agent, "_code_execution_config", False)
@@ -134,7 +140,7 @@ def _static_sources(agent: ConversableAgent) -> tuple[Any, ...]:
         agent.system_message,
         agent.description,
         agent.llm_config,
-        getattr(agent, "_is_termination_msg", None),
+        _termination_callable(agent),
         dict(code) if isinstance(code, dict) else code,
         agent.human_input_mode,
         getattr(agent, "_max_consecutive_auto_reply", None),
@@ -166,11 +172,13 @@ def _static_fields(agent: ConversableAgent) -> dict[str, Any]:
         "system_message": _stable(agent, "system", to_jsonable(agent.system_message)),
         "description": agent.description,
         "llm_config": _redacted_llm_config(agent.llm_config),
-        "termination_pattern": _termination_record(getattr(agent, "_is_termination_msg", None)),
+        "termination_pattern": _termination_record(_termination_callable(agent)),
         "code_execution_config": _stable(agent, "code", _code_execution_record(agent)),
         "human_input_mode": str(agent.human_input_mode),
         "max_consecutive_auto_reply": max_auto if isinstance(max_auto, int) else None,
-        "default_auto_reply": _stable(agent, "default", to_jsonable(getattr(agent, "_default_auto_reply", ""))),
+        "default_auto_reply": _stable(
+            agent, "default", to_jsonable(getattr(agent, "_default_auto_reply", ""))
+        ),
         "tools": _stable(agent, "tools", _tool_names(agent)),
         "function_map": _stable(agent, "functions", sorted(getattr(agent, "function_map", {}) or {})),
         "context_variables": _stable(agent, "context", _context_variables(agent)),

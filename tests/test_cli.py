@@ -218,12 +218,6 @@ def test_bad_input_in_a_subprocess(originals: Callable[..., Original], tmp_path:
     assert "Traceback" not in completed.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CLI inconsistency: 'list' of a missing session directory prints 'no checkpoints in ...' and "
-    "exits "
-    "with 1, where every other bad path exits with 2 (cli._list does not check that the directory exists)",
-)
 def test_list_of_a_missing_directory_exits_with_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "no_such_session"
     assert checkpoint_cli.main(["list", str(missing)]) == 2

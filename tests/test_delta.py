@@ -409,7 +409,9 @@ def test_configs_deduplicated_and_new_config_on_change() -> None:
     for step in range(10):
         chat.say(step)
         session.save(chat.snapshot(step), trusted=True)
-    assert len(_agent_configs(session)) == len(AGENTS) + 1  # one per agent and the manager, not per checkpoint
+    assert (
+        len(_agent_configs(session)) == len(AGENTS) + 1
+    )  # one per agent and the manager, not per checkpoint
 
     chat.say(10)
     changed = chat.snapshot(10, system_messages={"coder": "You now review code only."})

@@ -262,7 +262,9 @@ def test_failed_publish_rolls_back_the_log(
     assert log.stat().st_size == size
     monkeypatch.undo()
 
-    path = store.path_of(store.save(data, trusted_prefix=True))  # the retry writes exactly what is needed, once
+    path = store.path_of(
+        store.save(data, trusted_prefix=True)
+    )  # the retry writes exactly what is needed, once
     same(store.load(path.stem), data)
     strings = [r["s"] for r in map(orjson.loads, log.read_bytes().splitlines()) if "s" in r]
     assert strings == list(range(len(strings)))

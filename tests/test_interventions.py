@@ -211,12 +211,6 @@ def test_remove_the_last_message_regenerates_it(count: int, originals: Callable[
     assert histories == {name: state["oai_messages"] for name, state in original.final_state.items()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug (minor): Intervention.remove drops the message but not the auto reply its speaker "
-    "counted, so after regenerating it the speaker's consecutive_auto_reply_counter is one too high "
-    "(matters with max_consecutive_auto_reply)",
-)
 def test_remove_rolls_back_the_auto_reply_counter(originals: Callable[..., Original]) -> None:
     original = originals("round_robin")
     result = CheckpointRestorer().continue_from(original.path_with(5), interventions=[Intervention.remove(4)])
@@ -340,13 +334,6 @@ def test_remove_last_reply_after_tool_result_regenerates_it(originals: Callable[
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: intervention._check_aligned compares the tool-call message's content in the "
-    "speaker's "
-    "own history (None) with the group chat's ('None'), so any edit/replace/remove of a tool-call message is "
-    "refused as 'history changed outside the group chat'",
-)
 @pytest.mark.parametrize(
     "changes",
     [
@@ -365,12 +352,6 @@ def test_interventions_on_tool_call_messages(
     assert result.ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: Intervention.edit of a tool result changes 'content' but not 'tool_responses', and "
-    "AG2 "
-    "sends tool_responses to the model: the assistant never sees the edited result",
-)
 def test_edited_tool_result_is_what_the_assistant_sees(originals: Callable[..., Original]) -> None:
     original = originals("tool_calls")
     result = CheckpointRestorer(agent_factory=original.factory()).continue_from(
@@ -381,13 +362,6 @@ def test_edited_tool_result_is_what_the_assistant_sees(originals: Callable[..., 
     assert "'999'" in reply["content"], reply["content"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: tool_pair_problems accepts a role 'tool' message without tool_call_id / "
-    "tool_responses "
-    "and does not report calls left unanswered at the end, so replacing the last tool result by plain text "
-    "leaves histories an OpenAI-style API rejects",
-)
 def test_replacing_the_last_tool_result_by_text_is_refused(originals: Callable[..., Original]) -> None:
     original = originals("tool_calls")
     with pytest.raises(InterventionError):

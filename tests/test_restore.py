@@ -65,11 +65,7 @@ CASES = [
 ]
 
 #: Checkpoints the main test leaves to the dedicated (xfail) tests below: (scenario, context, messages).
-KNOWN_BAD = {
-    ("send_introductions", "conversation_start", 0),  # test_send_introductions_from_conversation_start
-    ("send_introductions", "message_appended", 1),  # test_send_introductions_from_first_message
-    ("single_round", "conversation_start", 0),  # test_single_round_from_conversation_start
-}
+KNOWN_BAD: set[tuple[str, str, int]] = set()
 
 _MAX_ROUNDS = re.compile(r"Maximum rounds \(\d+\) reached")
 
@@ -248,11 +244,6 @@ def test_max_rounds_gives_at_most_n_new_messages(
         assert len(result.new_messages) == total - count
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: from a conversation_start checkpoint the initiator's message is not counted, so "
-    "max_rounds=N appends N+1 messages (groupchat_manager._prepare_resume: config.max_round = rounds + 1)",
-)
 def test_max_rounds_from_conversation_start(originals: Callable[[str, str], Original]) -> None:
     original = originals("round_robin", "sync")
     result = CheckpointRestorer().continue_from(original.path_with(0, "conversation_start"), max_rounds=2)
@@ -261,12 +252,6 @@ def test_max_rounds_from_conversation_start(originals: Callable[[str, str], Orig
 
 
 @pytest.mark.parametrize("mode", RUN_MODES)
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: max_round=1 chat, conversation_start checkpoint: the remaining budget is computed "
-    "as "
-    "max_round - max(round_index, 1) = 0 and the continuation is refused although no message was appended",
-)
 def test_single_round_from_conversation_start(mode: str, originals: Callable[[str, str], Original]) -> None:
     original = originals("single_round", mode)
     result = continue_in_mode(
@@ -276,12 +261,6 @@ def test_single_round_from_conversation_start(mode: str, originals: Callable[[st
     assert result.restored.groupchat.messages == original.messages
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: the continuation reports its own internal round limit ('Maximum rounds (4) "
-    "reached') "
-    "instead of the original chat's ('Maximum rounds (9) reached')",
-)
 def test_continuation_keeps_termination_reason(originals: Callable[[str, str], Original]) -> None:
     original = originals("round_robin", "sync")
     result = CheckpointRestorer().continue_from(original.path_with(5), max_rounds=None)
@@ -313,11 +292,6 @@ def test_checkpoint_meeting_termination_is_reported(
 
 
 @pytest.mark.parametrize("mode", RUN_MODES)
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: force=True re-appends the terminating message in flight and AG2's loop stops on it "
-    "at once, so 'force' never continues past the termination (0 new messages)",
-)
 def test_force_continues_past_termination(mode: str, originals: Callable[[str, str], Original]) -> None:
     original = originals("termination_message", mode)
     path = original.path_with(len(original.messages))
@@ -377,12 +351,6 @@ def test_continue_from_a_continuations_start(mode: str, originals: Callable[[str
     assert second.restored.groupchat.messages == original.messages
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: a continuation's checkpoints omit an initiator outside the group chat "
-    "(_snapshot_agents only adds the run's initiator), but the manager's history still refers to it: "
-    "continuing from them raises 'histories refer to agents that were not restored'",
-)
 def test_continue_from_a_continuation_with_external_initiator(
     originals: Callable[[str, str], Original],
 ) -> None:
@@ -459,23 +427,12 @@ def test_continue_conversation_from_checkpoint_is_truthy(originals: Callable[[st
 # -- send_introductions (known bugs) -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: _prepare_resume always sets send_introductions=False, but a conversation_start "
-    "checkpoint is taken before AG2 broadcasts the introductions, so the continuation never sends them",
-)
 def test_send_introductions_from_conversation_start(originals: Callable[[str, str], Original]) -> None:
     original = originals("send_introductions", "sync")
     result = CheckpointRestorer().continue_from(original.path_with(0, "conversation_start"))
     assert result.restored.groupchat.messages == original.messages
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: load_checkpoint_state takes the manager's last entry with the speaker as the "
-    "message "
-    "in flight; after the first message that entry is the introduction the manager sent, not the message",
-)
 def test_send_introductions_from_first_message(originals: Callable[[str, str], Original]) -> None:
     original = originals("send_introductions", "sync")
     result = CheckpointRestorer().continue_from(original.path_with(1))

@@ -164,9 +164,6 @@ class _AgentLog:
         return _AgentLog(self.config, self.counters, dict(self.peers))
 
 
-
-
-
 @dataclass
 class EncodedCheckpoint:
     """The output of ``DeltaEncoder.encode``: log bytes to append, and the checkpoint record."""
@@ -442,7 +439,9 @@ class _EncodeJob:
         if history is None:
             for item in items[keep:]:
                 if type(item) is not dict:
-                    raise InvalidCheckpointError(f"a message must be a JSON object, got {type(item).__name__}")
+                    raise InvalidCheckpointError(
+                        f"a message must be a JSON object, got {type(item).__name__}"
+                    )
                 enc = dumps(self.value(item))
                 tail_encs.append(enc)
                 self.lines.append(b'{"m":' + enc + b"}\n")
@@ -450,7 +449,9 @@ class _EncodeJob:
             head = b'{"h":' + str(history).encode() + b","
             for item in items[keep:]:
                 if type(item) is not dict:
-                    raise InvalidCheckpointError(f"a message must be a JSON object, got {type(item).__name__}")
+                    raise InvalidCheckpointError(
+                        f"a message must be a JSON object, got {type(item).__name__}"
+                    )
                 reference = self._group_reference(item)
                 if reference is not None:
                     tail_encs.append(None)
@@ -527,8 +528,11 @@ class _EncodeJob:
             for peer_name in [p for p in now.peers if p not in histories]:
                 self.emit({"hx": now.peers.pop(peer_name)})
                 self.dropped.append((label, peer_name))
-        if logged is None or now.config != logged.config or now.counters is not logged.counters or (
-            now.peers != logged.peers
+        if (
+            logged is None
+            or now.config != logged.config
+            or now.counters is not logged.counters
+            or (now.peers != logged.peers)
         ):
             self.agents[label] = now
 
@@ -726,7 +730,9 @@ def checkpoint_from_record(
         metadata = record.get("metadata") or {}
         groupchat = record.get("groupchat")
     else:
-        metadata = replay.config(record["metadata"], "metadata", path) if record.get("metadata") is not None else {}
+        metadata = (
+            replay.config(record["metadata"], "metadata", path) if record.get("metadata") is not None else {}
+        )
         groupchat = None
         if record.get("groupchat") is not None:
             position = record["groupchat"]
