@@ -1,37 +1,39 @@
 #!/usr/bin/env python
-"""Checkpointing overhead: plain GroupChatManager vs CheckpointingGroupChatManager vs the seed design.
+"""What checkpointing every message costs: ours (each backend) vs plain AG2, the seed design and LangGraph.
 
-Every configuration runs the *same* deterministic AG2 group chat in this process: N ``ConversableAgent``s
-answering through ``DeterministicModelClient`` (real ``generate_reply`` / ``OpenAIWrapper`` path, no
-network), round-robin speaker selection, ``max_round=M``. Each reply is ~``--message-bytes`` of ASCII text
-that differs per message. Configurations:
+One process runs, side by side and interleaved, the same deterministic AG2 group chat (``--agents``
+``ConversableAgent``s answering through ``DeterministicModelClient``: the real ``generate_reply`` /
+``OpenAIWrapper`` path, no network; replies of ``--message-bytes`` ASCII bytes that differ per message;
+round-robin speakers; ``max_round = M``; the message count is asserted) under these configurations:
 
-* ``baseline``     plain ``autogen.GroupChatManager``;
-* ``ours``         ``CheckpointingGroupChatManager`` + ``CheckpointManager(tmpdir)`` (durability "crash");
-* ``ours-fsync``   the same with ``durability="fsync"``;
-* ``naive``        the seed's design, implemented here: after every message, ``json.dumps(indent=2)`` of all
-                   messages plus every agent's (and the manager's) full ``_oai_messages`` history, written
-                   to a new file per message. Its cost is quadratic, so above ``--naive-max-messages`` it is
-                   *sampled* (``naive~``): a full snapshot is written at ~``--naive-samples`` evenly spaced
-                   points of the final chat state (histories truncated to that point) and per-message time
-                   and total bytes are interpolated.
+* ``baseline``           plain ``autogen.GroupChatManager``;
+* ``ours``               ``CheckpointingGroupChatManager`` + ``CheckpointManager(<dir>)`` (file store,
+                         durability "crash");  ``ours-fsync``: the same with ``durability="fsync"``;
+* ``ours-sqlite``        ``CheckpointManager("sqlite:///<tmp>/x.db", session_id="s")`` (if
+                         ``checkpoint_system.storage.sqlite`` imports); ``ours-sqlite-fsync`` on request;
+* ``ours-pg``            ``CheckpointManager("postgresql://...")`` with ``--postgres-url`` or
+                         ``$CHECKPOINT_BENCH_POSTGRES_URL`` (``auto``: a throwaway local server); a fresh
+                         database per run; ``ours-pg-fsync`` on request;
+* ``naive``              the seed's design, written by the benchmark: after every message, an indented JSON
+                         snapshot of all messages plus every agent's full history, one file per message.
+                         Quadratic, so above ``--naive-max-messages`` it is sampled (``naive~``);
+* ``lg-list``/``lg-delta``  LangGraph's ``SqliteSaver`` fed the same messages, one per step: a plain
+                         ``messages: list`` state, and the ``DeltaChannel`` (see ``_langgraph_runner.py``);
+                         only if LangGraph is installed (the ``bench`` extra). Their baseline is the same
+                         graph without a checkpointer.
 
-Per-message wall time is taken the same way for every configuration: ``GroupChat.append`` is wrapped to
-timestamp each message; the interval between two consecutive appends holds one full round (broadcast of the
-previous message, its checkpoint, speaker selection, reply generation). Per-message *added* time is
-``config[i] - baseline[i]`` at the same message index, after taking the per-index median over the repeats
-(configurations are interleaved inside every repeat so drift hits all of them alike). Also reported:
-``(total_config - total_baseline) / M`` (includes the start/end checkpoints and session documents), the
-percentiles of the configuration's own per-message time, bytes on disk, load times of the first, middle and
-last checkpoint (``CheckpointManager.load_checkpoint_file``, median of ``--loads`` loads), and the added
-time in the first vs last 200 messages (flatness).
+Per-message time: a hook timestamps every message as it is appended (``GroupChat.append`` for AG2, the node's
+start for LangGraph); the interval between two holds one full round, including the previous message's
+checkpoint. Added time = per-index (config - its baseline) after the per-index median over ``--repeats``
+runs. Bytes on disk are the apparent size (what the targets use); ``du`` (allocated blocks) is shown too.
+Loads: median of ``--loads`` loads of the first, middle and last checkpoint into a ``CheckpointData``
+(LangGraph: ``graph.get_state``). Restore: ``CheckpointRestorer(agent_factory=...).restore(<last>)``,
+median of ``--restores``. Everything is printed as a table per message count, summarised against the
+targets, written to JSON, and plotted to a PNG.
 
-Targets (product spec, 1,000 messages of ~1 KiB, 4 agents): added time per message < 0.5 ms and no higher
-at 1,000 than at 200 messages; bytes on disk < 4x raw message text; any checkpoint loads in < 15 ms. The
-PASS/MISS columns are informational; the script always exits 0.
-
-    python benchmarks/bench_checkpointing.py [--messages 200,1000] [--repeats 3] [--agents 4]
-        [--message-bytes 1024] [--out DIR] [--json FILE] [--profile]
+    python benchmarks/bench_checkpointing.py                     # the default run (~3-5 min on 2 cores)
+    python benchmarks/bench_checkpointing.py --postgres-url auto # + PostgreSQL (throwaway local server)
+    python benchmarks/bench_checkpointing.py --quick             # 200 messages, 1 repeat: a smoke test
 """
 
 from __future__ import annotations
@@ -55,34 +57,93 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+for _path in (str(REPO_ROOT), str(BENCH_DIR)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 warnings.filterwarnings("ignore")
 logging.disable(logging.INFO)  # AG2 logs an INFO line per custom model client
 
+import _backends  # noqa: E402
+import _langgraph_runner  # noqa: E402
 from autogen import ConversableAgent, GroupChat, GroupChatManager  # noqa: E402
 from autogen.io.base import IOStream  # noqa: E402
 
-from checkpoint_system import CheckpointingGroupChatManager, CheckpointManager  # noqa: E402
+from checkpoint_system import CheckpointingGroupChatManager, CheckpointManager, CheckpointRestorer  # noqa: E402
 from checkpoint_system.testing import DeterministicModelClient, deterministic_llm_config  # noqa: E402
 
 TARGET_ADDED_MS = 0.5
 TARGET_BYTES_RATIO = 4.0
 TARGET_LOAD_MS = 15.0
+TARGET_RESTORE_MS = 50.0
 TARGET_AT_MESSAGES = 1000
 # "no higher at 1,000 than at 200": the last-200 added time may exceed the first-200 one by this much
 # (absolute ms, or relative) before it counts as growth -- the machine's noise floor.
 FLAT_TOLERANCE_MS = 0.05
 FLAT_TOLERANCE_REL = 0.20
 WINDOW = 200
+UNLIMITED_AUTO_REPLY = 10**9  # AG2's default max_consecutive_auto_reply (100) would end the chat early
 
-CONFIGS = ("baseline", "ours", "ours-fsync", "naive")
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    kind: str  # baseline | ours | naive | langgraph | langgraph-base
+    backend: str | None = None
+    durability: str = "crash"
+    variant: str | None = None
+
+    @property
+    def baseline(self) -> str:
+        return f"lg-{self.variant}-base" if self.kind == "langgraph" else "baseline"
+
+
+CONFIGS: dict[str, Config] = {
+    c.name: c
+    for c in (
+        Config("baseline", "baseline"),
+        Config("ours", "ours", "file"),
+        Config("ours-fsync", "ours", "file", "fsync"),
+        Config("ours-sqlite", "ours", "sqlite"),
+        Config("ours-sqlite-fsync", "ours", "sqlite", "fsync"),
+        Config("ours-pg", "ours", "postgres"),
+        Config("ours-pg-fsync", "ours", "postgres", "fsync"),
+        Config("naive", "naive"),
+        Config("lg-list", "langgraph", variant="list"),
+        Config("lg-delta", "langgraph", variant="delta"),
+        Config("lg-list-base", "langgraph-base", variant="list"),
+        Config("lg-delta-base", "langgraph-base", variant="delta"),
+    )
+}
+DEFAULT_CONFIGS = (
+    "baseline",
+    "ours",
+    "ours-fsync",
+    "ours-sqlite",
+    "ours-sqlite-fsync",
+    "ours-pg",
+    "naive",
+    "lg-list",
+    "lg-delta",
+)
+ROW_ORDER = (
+    "ours",
+    "ours-fsync",
+    "ours-sqlite",
+    "ours-sqlite-fsync",
+    "ours-pg",
+    "ours-pg-fsync",
+    "naive",
+    "lg-list",
+    "lg-delta",
+)
 
 
 # -- the chat ---------------------------------------------------------------------------------------------
@@ -222,20 +283,27 @@ def write_naive_snapshot(
 
 
 class TimedGroupChat(GroupChat):
-    """A ``GroupChat`` that timestamps every appended message.
+    """A ``GroupChat`` that timestamps every appended message (and samples bytes on disk, untimed).
 
-    (AG2 registers a shallow copy of the group chat as the reply function's config, so the hook must be on
-    the class; the copy shares ``messages`` and ``stamps`` with the original.)
+    AG2 registers a shallow copy of the group chat as the reply function's config, so the hook must be on
+    the class; the copy shares ``messages`` and ``timing`` with the original. Time spent in the size probe
+    is taken out of the stamps (``paused``).
     """
 
     def append(self, message: dict[str, Any], speaker: Any) -> None:
         super().append(message, speaker)
-        self.stamps.append(time.perf_counter())
+        timing = self.timing  # type: ignore[attr-defined]
+        now = time.perf_counter()
+        timing["stamps"].append(now - timing["paused"])
+        probe = timing["probe"]
+        if probe is not None:
+            done = len(self.messages) - 1  # messages checkpointed so far (the newest is not yet broadcast)
+            if done and done % timing["every"] == 0:
+                timing["curve"].append((done, probe()))
+                timing["paused"] += time.perf_counter() - now
 
 
-def build_agents(
-    n_agents: int, n_messages: int, replies: _Replies
-) -> tuple[list[ConversableAgent], GroupChat]:
+def make_agents(n_agents: int, replies: _Replies) -> list[ConversableAgent]:
     agents = []
     for i in range(n_agents):
         agent = ConversableAgent(
@@ -243,141 +311,243 @@ def build_agents(
             system_message=f"You are agent {i} of a benchmark group chat. Answer the last message.",
             llm_config=deterministic_llm_config(f"agent_{i}"),
             human_input_mode="NEVER",
-            max_consecutive_auto_reply=10**9,
+            max_consecutive_auto_reply=UNLIMITED_AUTO_REPLY,
         )
         agent.register_model_client(DeterministicModelClient, policy=replies.policy)
         agents.append(agent)
+    return agents
+
+
+def build_groupchat(agents: list[ConversableAgent], n_messages: int) -> TimedGroupChat:
     groupchat = TimedGroupChat(
         agents=agents, messages=[], max_round=n_messages, speaker_selection_method="round_robin"
     )
-    groupchat.stamps = []  # type: ignore[attr-defined]
-    return agents, groupchat
+    groupchat.timing = {"stamps": [], "paused": 0.0, "probe": None, "every": 50, "curve": []}  # type: ignore[attr-defined]
+    return groupchat
 
 
-def build_chat(
-    config: str, n_agents: int, n_messages: int, replies: _Replies, workdir: Path
-) -> tuple[ConversableAgent, GroupChatManager, GroupChat, CheckpointManager | None]:
-    agents, groupchat = build_agents(n_agents, n_messages, replies)
-    common: dict[str, Any] = {"groupchat": groupchat, "llm_config": False, "silent": True}
-    cm: CheckpointManager | None = None
-    manager: GroupChatManager
-    if config == "baseline":
-        manager = GroupChatManager(**common)
-    elif config in ("ours", "ours-fsync"):
-        durability = "fsync" if config == "ours-fsync" else "crash"
-        cm = CheckpointManager(workdir / "session", durability=durability)
-        manager = CheckpointingGroupChatManager(cm, **common)
-    elif config == "naive":
-        manager = NaiveSnapshotManager(workdir / "session" / "checkpoints", **common)
-    else:
-        raise ValueError(config)
-    return agents[0], manager, groupchat, cm
+def _manager_kwargs(groupchat: GroupChat) -> dict[str, Any]:
+    return {
+        "groupchat": groupchat,
+        "llm_config": False,
+        "silent": True,
+        "max_consecutive_auto_reply": UNLIMITED_AUTO_REPLY,
+    }
 
 
-# -- measuring --------------------------------------------------------------------------------------------
-def dir_bytes(path: Path) -> tuple[int, int, dict[str, int]]:
-    """(apparent size, allocated size, apparent size per kind of file) of every file under ``path``."""
-    apparent = allocated = 0
-    kinds: dict[str, int] = {}
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            st = os.stat(os.path.join(root, name))
-            apparent += st.st_size
-            allocated += getattr(st, "st_blocks", 0) * 512
-            kind = "checkpoint files" if name.startswith("checkpoint_") else name
-            kinds[kind] = kinds.get(kind, 0) + st.st_size
-    return apparent, allocated, kinds
+# -- one run ----------------------------------------------------------------------------------------------
+def _run_chat(
+    initiator: ConversableAgent,
+    manager: GroupChatManager,
+    groupchat: TimedGroupChat,
+    replies: _Replies,
+    n_messages: int,
+    label: str,
+    profiler: Any = None,
+) -> tuple[float, float]:
+    gc.collect()
+    with IOStream.set_default(_NullIO()):  # type: ignore[arg-type]
+        if profiler is not None:
+            profiler.enable()
+        t0 = time.perf_counter()
+        initiator.initiate_chat(manager, message=replies.text(initiator.name, 0), silent=True)
+        t1 = time.perf_counter() - groupchat.timing["paused"]  # type: ignore[attr-defined]
+        if profiler is not None:
+            profiler.disable()
+    if len(groupchat.messages) != n_messages:
+        raise RuntimeError(f"{label}: the chat has {len(groupchat.messages)} messages, expected {n_messages}")
+    return t0, t1
 
 
-def time_loads(paths: list[Path], loads: int) -> list[float]:
-    """Median load time in ms of each path (``CheckpointManager.load_checkpoint_file``)."""
-    result = []
-    for path in paths:
-        samples = []
-        for _ in range(loads):
-            t = time.perf_counter()
-            CheckpointManager.load_checkpoint_file(path)
-            samples.append((time.perf_counter() - t) * 1e3)
-        result.append(statistics.median(samples))
-    return result
+def _intervals(t0: float, t1: float, stamps: list[float], n_messages: int) -> list[float]:
+    edges = [t0, *stamps, t1]
+    intervals = [(b - a) * 1e3 for a, b in itertools.pairwise(edges)]
+    return intervals[1:n_messages]  # one interval per message after the first: each holds one full round
+
+
+def _raw_bytes(messages: list[dict[str, Any]]) -> int:
+    return sum(len(str(m.get("content") or "").encode()) for m in messages)
+
+
+def _median_ms(fn: Callable[[], Any], times: int) -> float:
+    samples = []
+    for _ in range(max(1, times)):
+        t = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(samples)
 
 
 def _first_mid_last(items: list[Any]) -> list[Any]:
     return [items[0], items[len(items) // 2], items[-1]] if items else []
 
 
-def run_once(
-    config: str,
-    args: argparse.Namespace,
-    n_messages: int,
-    replies: _Replies,
-    base: Path,
-    profiler: Any = None,
-) -> dict[str, Any]:
-    workdir = Path(tempfile.mkdtemp(prefix=f"{config}_", dir=base))
-    try:
-        initiator, manager, groupchat, cm = build_chat(config, args.agents, n_messages, replies, workdir)
-        stamps = groupchat.stamps
-        first = replies.text(initiator.name, 0)
-        gc.collect()
-        with IOStream.set_default(_NullIO()):  # type: ignore[arg-type]
-            if profiler is not None:
-                profiler.enable()
-            t0 = time.perf_counter()
-            initiator.initiate_chat(manager, message=first, silent=True)
-            t1 = time.perf_counter()
-            if profiler is not None:
-                profiler.disable()
-        if cm is not None:
-            cm.close()
-        if len(groupchat.messages) != n_messages:
+class Bench:
+    """Holds the settings and runs single configurations."""
+
+    def __init__(self, args: argparse.Namespace, base: Path, postgres_url: str | None) -> None:
+        self.args = args
+        self.base = base
+        self.replies = _Replies(args.message_bytes)
+        self.postgres_url = postgres_url
+        self.streams: dict[int, list[dict[str, Any]]] = {}
+
+    # the same message stream for LangGraph: the AG2 chat's own messages
+    def stream(self, n_messages: int) -> list[dict[str, Any]]:
+        if n_messages not in self.streams:
+            agents = make_agents(self.args.agents, self.replies)
+            groupchat = build_groupchat(agents, n_messages)
+            manager = GroupChatManager(**_manager_kwargs(groupchat))
+            _run_chat(agents[0], manager, groupchat, self.replies, n_messages, "stream")
+            self.streams[n_messages] = [dict(m) for m in groupchat.messages]
+        return self.streams[n_messages]
+
+    def backend(self, config: Config, workdir: Path) -> Any:
+        if config.backend == "file":
+            return _backends.FileBackend(workdir, config.durability)
+        if config.backend == "sqlite":
+            return _backends.SqliteBackend(workdir, config.durability)
+        if config.backend == "postgres":
+            assert self.postgres_url is not None
+            return _backends.PostgresBackend(workdir, config.durability, self.postgres_url)
+        raise ValueError(config.backend)
+
+    def run(self, name: str, n_messages: int, *, curve: bool = False, profiler: Any = None) -> dict[str, Any]:
+        config = CONFIGS[name]
+        workdir = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=self.base))
+        try:
+            if config.kind in ("langgraph", "langgraph-base"):
+                return self._run_langgraph(config, n_messages, workdir, curve)
+            return self._run_ag2(config, n_messages, workdir, curve, profiler)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run_langgraph(self, config: Config, n_messages: int, workdir: Path, curve: bool) -> dict[str, Any]:
+        stream = self.stream(n_messages)
+        assert config.variant is not None
+        result = _langgraph_runner.run(
+            config.variant,
+            stream,
+            workdir if config.kind == "langgraph" else None,
+            durability=self.args.lg_durability,
+            loads=self.args.loads,
+            probe_every=self.args.size_every if curve else 0,
+        )
+        result["raw_text_bytes"] = _raw_bytes(stream)
+        if config.kind == "langgraph" and result.get("last_checkpoint_messages") != n_messages:
             raise RuntimeError(
-                f"{config}: chat produced {len(groupchat.messages)} messages, expected {n_messages}"
+                f"{config.name}: the latest state holds {result.get('last_checkpoint_messages')} messages"
             )
-        edges = [t0, *stamps, t1]
-        intervals = [(b - a) * 1e3 for a, b in itertools.pairwise(edges)]
-        raw = sum(len(str(m.get("content") or "").encode()) for m in groupchat.messages)
-        result: dict[str, Any] = {
-            "total_ms": (t1 - t0) * 1e3,
-            # one interval per message after the first: each holds exactly one full round
-            "per_message_ms": intervals[1:n_messages],
-            "raw_text_bytes": raw,
-            "fingerprint": hash(tuple(m.get("content") for m in groupchat.messages)),
-        }
-        if config != "baseline":
-            session = workdir / "session"
-            result["bytes"], result["bytes_allocated"], result["bytes_by_file"] = dir_bytes(session)
-            if cm is not None:
-                files = [cm.checkpoint_path(i) for i in cm.list_checkpoints()]
-            else:
-                files = sorted((session / "checkpoints").glob("checkpoint_*.json"))
-            result["checkpoints"] = len(files)
-            chosen = _first_mid_last(files)
-            result["load_ms"] = time_loads(chosen, args.loads) if chosen else []
-            if chosen:
-                last = CheckpointManager.load_checkpoint_file(chosen[-1])
-                result["last_checkpoint_messages"] = len(last.messages)
         return result
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run_ag2(
+        self, config: Config, n_messages: int, workdir: Path, curve: bool, profiler: Any
+    ) -> dict[str, Any]:
+        args = self.args
+        agents = make_agents(args.agents, self.replies)
+        groupchat = build_groupchat(agents, n_messages)
+        timing = groupchat.timing  # type: ignore[attr-defined]
+        timing["every"] = args.size_every
+        backend = None
+        cm: CheckpointManager | None = None
+        session = workdir / "session"
+        try:
+            if config.kind == "baseline":
+                manager: GroupChatManager = GroupChatManager(**_manager_kwargs(groupchat))
+            elif config.kind == "ours":
+                backend = self.backend(config, workdir)
+                cm = backend.manager()
+                manager = CheckpointingGroupChatManager(cm, **_manager_kwargs(groupchat))
+                if curve:
+                    timing["probe"] = backend.probe
+            elif config.kind == "naive":
+                manager = NaiveSnapshotManager(session / "checkpoints", **_manager_kwargs(groupchat))
+                if curve:
+                    timing["probe"] = lambda: _backends.dir_bytes(session)[0]
+            else:
+                raise ValueError(config.kind)
+            t0, t1 = _run_chat(agents[0], manager, groupchat, self.replies, n_messages, config.name, profiler)
+            result: dict[str, Any] = {
+                "total_ms": (t1 - t0) * 1e3,
+                "per_message_ms": _intervals(t0, t1, timing["stamps"], n_messages),
+                "raw_text_bytes": _raw_bytes(groupchat.messages),
+                "fingerprint": hash(tuple(m.get("content") for m in groupchat.messages)),
+            }
+            if config.kind == "baseline":
+                return result
+            if config.kind == "naive":
+                result["bytes"], result["bytes_allocated"], result["bytes_by_file"] = _backends.dir_bytes(
+                    session
+                )
+                files = sorted((session / "checkpoints").glob("checkpoint_*.json"))
+                result["checkpoints"] = len(files)
+                result["load_ms"] = [
+                    _median_ms(lambda p=p: CheckpointManager.load_checkpoint_file(p), args.loads)
+                    for p in _first_mid_last(files)
+                ]
+                result["size_curve"] = [*timing["curve"], (n_messages, result["bytes"])] if curve else []
+                return result
+            assert cm is not None and backend is not None
+            references = backend.references(cm)
+            backend.close_writer(cm)
+            result["bytes"], result["bytes_allocated"], result["bytes_by_file"] = backend.size()
+            result["size_curve"] = [*timing["curve"], (n_messages, result["bytes"])] if curve else []
+            result["checkpoints"] = len(references)
+            load = backend.loader()
+            chosen = _first_mid_last(references)
+            result["load_ms"] = [_median_ms(lambda c=c: load(*c), args.loads) for c in chosen]
+            last = load(*chosen[-1])
+            result["last_checkpoint_messages"] = len(last.messages)
+            result["cold_load_ms"] = _median_ms(lambda: backend.cold_load(chosen[-1][1]), 1)
+            if args.restores:
+                result.update(self._restores(chosen[-1][1], n_messages))
+            return result
+        finally:
+            if backend is not None:
+                backend.cleanup()
+
+    def _restores(self, reference: Any, n_messages: int) -> dict[str, Any]:
+        """Median time of ``CheckpointRestorer(agent_factory=...).restore(<last checkpoint>)``."""
+
+        def factory() -> list[ConversableAgent]:
+            return make_agents(self.args.agents, self.replies)
+
+        restorer = CheckpointRestorer(agent_factory=factory)
+        samples = []
+        for _ in range(self.args.restores):
+            gc.collect()
+            t = time.perf_counter()
+            restored = restorer.restore(reference)
+            samples.append((time.perf_counter() - t) * 1e3)
+            if len(restored.groupchat.messages) != n_messages:
+                raise RuntimeError(
+                    f"restore: {len(restored.groupchat.messages)} messages, expected {n_messages}"
+                )
+            cm = restored.checkpoint_manager
+            cm.close()
+            if cm.backing_store is not None:
+                cm.backing_store.close()
+            with contextlib.suppress(Exception):
+                restored.checkpoint_file.store.close()  # type: ignore[attr-defined]
+        factory_ms = _median_ms(factory, self.args.restores)
+        return {"restore_ms": statistics.median(samples), "restore_factory_ms": factory_ms}
 
 
-def run_naive_sampled(
-    args: argparse.Namespace, n_messages: int, replies: _Replies, base: Path
-) -> dict[str, Any]:
+def run_naive_sampled(bench: Bench, n_messages: int) -> dict[str, Any]:
     """The naive design's cost at ``n_messages`` without writing all its snapshots (quadratic bytes).
 
     Runs the chat once with a plain manager, then writes the naive snapshot of the chat state as it was
     after message k (all lists truncated to their length at k) for evenly spaced k, timing each write.
     Per-message cost and total bytes are linearly interpolated between the samples.
     """
-    workdir = Path(tempfile.mkdtemp(prefix="naive-sampled_", dir=base))
+    args = bench.args
+    workdir = Path(tempfile.mkdtemp(prefix="naive-sampled_", dir=bench.base))
     try:
-        agents, groupchat = build_agents(args.agents, n_messages, replies)
-        manager = NaiveSnapshotManager(None, groupchat=groupchat, llm_config=False, silent=True)
+        agents = make_agents(args.agents, bench.replies)
+        groupchat = build_groupchat(agents, n_messages)
+        manager = NaiveSnapshotManager(None, **_manager_kwargs(groupchat))
         participants = [*groupchat.agents, manager]
-        with IOStream.set_default(_NullIO()):  # type: ignore[arg-type]
-            agents[0].initiate_chat(manager, message=replies.text(agents[0].name, 0), silent=True)
+        _run_chat(agents[0], manager, groupchat, bench.replies, n_messages, "naive sampled")
         if len(manager.recorded) != n_messages:
             raise RuntimeError(
                 f"naive sampled: {len(manager.recorded)} consistent points, expected {n_messages}"
@@ -404,18 +574,24 @@ def run_naive_sampled(
             paths.append(path)
         # interval j (j >= 1) of a real run holds the snapshot taken after message j - 1
         per_message = [_interp(samples, costs, k) for k in range(n_messages - 1)]
-        total_bytes = sum(_interp(samples, sizes, k) for k in range(n_messages))
-        raw = sum(len(str(m.get("content") or "").encode()) for m in groupchat.messages)
-        load_ms = time_loads(_first_mid_last(paths), args.loads)
+        cumulative, total = [], 0.0
+        for k in range(n_messages):
+            total += _interp(samples, sizes, k)
+            if (k + 1) % args.size_every == 0 or k + 1 == n_messages:
+                cumulative.append((k + 1, int(total)))
         return {
             "sampled": True,
             "samples": len(samples),
             "added_per_message_ms": per_message,  # the snapshot cost itself is the added time
-            "bytes": int(total_bytes),
+            "bytes": int(total),
             "bytes_allocated": None,
-            "raw_text_bytes": raw,
+            "raw_text_bytes": _raw_bytes(groupchat.messages),
             "checkpoints": n_messages,
-            "load_ms": load_ms,
+            "load_ms": [
+                _median_ms(lambda p=p: CheckpointManager.load_checkpoint_file(p), args.loads)
+                for p in _first_mid_last(paths)
+            ],
+            "size_curve": cumulative,
         }
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -446,218 +622,308 @@ def per_index_median(series: list[list[float]]) -> list[float]:
     return [statistics.median(column) for column in zip(*series, strict=True)]
 
 
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "p50": percentile(values, 50), "p99": percentile(values, 99)}
+
+
+def _flat(first: float, last: float) -> bool:
+    return last <= max(first + FLAT_TOLERANCE_MS, first * (1 + FLAT_TOLERANCE_REL))
+
+
 def summarize(n_messages: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    base_runs = runs["baseline"]
-    base = per_index_median([r["per_message_ms"] for r in base_runs])
-    raw = base_runs[0]["raw_text_bytes"]
-    window = min(WINDOW, len(base))
-    rows: dict[str, Any] = {
-        "baseline": {
-            "runs": len(base_runs),
-            "per_message_ms": {
-                "mean": statistics.fmean(base),
-                "p50": percentile(base, 50),
-                "p99": percentile(base, 99),
-            },
-            "total_ms": statistics.median(r["total_ms"] for r in base_runs),
-            "raw_text_bytes": raw,
-        }
+    raw = runs["baseline"][0]["raw_text_bytes"]
+    own_series = {
+        name: per_index_median([r["per_message_ms"] for r in rs])
+        for name, rs in runs.items()
+        if rs and "per_message_ms" in rs[0]
     }
-    for config, config_runs in runs.items():
-        if config == "baseline" or not config_runs:
+    baselines = {
+        name: {
+            "runs": len(runs[name]),
+            "per_message_ms": _stats(own_series[name]),
+            "total_ms": statistics.median(r["total_ms"] for r in runs[name]),
+        }
+        for name in runs
+        if CONFIGS[name].kind in ("baseline", "langgraph-base") and runs[name]
+    }
+    rows: dict[str, Any] = {"baseline": baselines["baseline"]}
+    for name, config_runs in runs.items():
+        config = CONFIGS[name]
+        if config.kind in ("baseline", "langgraph-base") or not config_runs:
             continue
-        row: dict[str, Any] = {"runs": len(config_runs)}
+        base_name = config.baseline
+        base = own_series[base_name]
+        window = min(WINDOW, len(base))
+        row: dict[str, Any] = {"runs": len(config_runs), "baseline": base_name}
         if config_runs[0].get("sampled"):
             sample = config_runs[0]
             added = sample["added_per_message_ms"]
             own = [a + b for a, b in zip(added, base, strict=True)]
             row.update(sampled=True, samples=sample["samples"], total_added_per_message_ms=None)
         else:
-            own = per_index_median([r["per_message_ms"] for r in config_runs])
+            own = own_series[name]
             added = [a - b for a, b in zip(own, base, strict=True)]
             paired = [
                 (r["total_ms"] - b["total_ms"]) / n_messages
-                for r, b in zip(config_runs, base_runs, strict=False)
+                for r, b in zip(config_runs, runs[base_name], strict=False)
             ]
             row["total_added_per_message_ms"] = statistics.median(paired)
+            row["total_ms"] = statistics.median(r["total_ms"] for r in config_runs)
         loads = [statistics.median(col) for col in zip(*(r["load_ms"] for r in config_runs), strict=True)]
-        first_window = statistics.fmean(added[:window])
-        last_window = statistics.fmean(added[-window:])
         nbytes = statistics.median(r["bytes"] for r in config_runs)
         allocated = [r["bytes_allocated"] for r in config_runs if r.get("bytes_allocated") is not None]
         row.update(
-            added_per_message_ms={
-                "mean": statistics.fmean(added),
-                "p50": percentile(added, 50),
-                "p99": percentile(added, 99),
-            },
-            per_message_ms={
-                "mean": statistics.fmean(own),
-                "p50": percentile(own, 50),
-                "p99": percentile(own, 99),
-            },
-            own_minus_baseline_percentile_ms={
-                "p50": percentile(own, 50) - rows["baseline"]["per_message_ms"]["p50"],
-                "p99": percentile(own, 99) - rows["baseline"]["per_message_ms"]["p99"],
-            },
-            added_first_window_ms=first_window,
-            added_last_window_ms=last_window,
+            added_per_message_ms=_stats(added),
+            added_series_ms=added,
+            per_message_ms=_stats(own),
+            added_first_window_ms=statistics.fmean(added[:window]),
+            added_last_window_ms=statistics.fmean(added[-window:]),
             window=window,
             bytes=int(nbytes),
             bytes_allocated=int(statistics.median(allocated)) if allocated else None,
             bytes_ratio=nbytes / raw,
             checkpoints=config_runs[0]["checkpoints"],
             bytes_by_file=config_runs[0].get("bytes_by_file"),
-            load_ms={"first": loads[0], "middle": loads[1], "last": loads[2]} if len(loads) == 3 else {},
+            size_curve=next((r["size_curve"] for r in config_runs if r.get("size_curve")), []),
+            load_ms=dict(zip(("first", "middle", "last"), loads, strict=False)),
         )
-        if "total_ms" in config_runs[0]:
-            row["total_ms"] = statistics.median(r["total_ms"] for r in config_runs)
+        for key in ("restore_ms", "restore_factory_ms", "cold_load_ms"):
+            values = [r[key] for r in config_runs if key in r]
+            if values:
+                row[key] = statistics.median(values)
+        if "sqlite_settings" in config_runs[0]:
+            row["sqlite_settings"] = config_runs[0]["sqlite_settings"]
         row["verdict"] = {
             "added": row["added_per_message_ms"]["mean"] < TARGET_ADDED_MS,
-            "flat": last_window
-            <= max(first_window + FLAT_TOLERANCE_MS, first_window * (1 + FLAT_TOLERANCE_REL)),
+            "flat": _flat(row["added_first_window_ms"], row["added_last_window_ms"]),
             "bytes": row["bytes_ratio"] < TARGET_BYTES_RATIO,
             "load": bool(loads) and max(loads) < TARGET_LOAD_MS,
         }
-        rows[config] = row
-    return {"messages": n_messages, "raw_text_bytes": raw, "rows": rows}
+        if "restore_ms" in row:
+            row["verdict"]["restore"] = row["restore_ms"] < TARGET_RESTORE_MS
+        rows[name] = row
+    return {"messages": n_messages, "raw_text_bytes": raw, "rows": rows, "baselines": baselines}
 
 
 # -- reporting --------------------------------------------------------------------------------------------
-def _mark(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+def _mark(ok: bool | None) -> str:
+    return "-" if ok is None else ("PASS" if ok else "MISS")
 
 
-def _kib(n: float) -> str:
-    return f"{n / 1024:,.0f}K" if n < 100 * 1024 * 1024 else f"{n / 1024 / 1024:,.0f}M"
+def _size(n: float) -> str:
+    if n < 10 * 1024 * 1024:
+        return f"{n / 1024:,.0f}K"
+    return f"{n / 1024 / 1024:,.1f}M" if n < 1024**3 else f"{n / 1024**3:,.2f}G"
 
 
-def print_table(summary: dict[str, Any], args: argparse.Namespace) -> None:
+def _ratio(x: float) -> str:
+    return f"{x:.2f}x" if x < 100 else f"{x:,.0f}x"
+
+
+TABLE_HEADER = (
+    f"{'config':<18} {'added ms/msg mean':>17} {'p50':>7} {'p99':>7} {'tot/M':>7} {'first|last 200':>15} "
+    f"{'disk':>7} {'ratio':>7} {'du':>7} {'load ms f/m/l':>18} {'restore':>8}  "
+    f"{'<0.5ms':>6} {'flat':>4} {'<4x':>4} {'<15ms':>5} {'<50ms':>5}"
+)
+
+
+def table_lines(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
     n = summary["messages"]
     rows = summary["rows"]
-    base = rows["baseline"]
-    print()
-    print(
+    raw = summary["raw_text_bytes"]
+    lines = [
         f"== {n} messages x ~{args.message_bytes} B, {args.agents} agents, round robin; medians over "
-        f"{base['runs']} run(s); raw message text {summary['raw_text_bytes'] / 1024:,.0f} KiB =="
-    )
-    print(
-        f"baseline (plain GroupChatManager): {base['per_message_ms']['mean']:.3f} ms/message mean, "
-        f"p50 {base['per_message_ms']['p50']:.3f}, p99 {base['per_message_ms']['p99']:.3f}; "
-        f"run {base['total_ms']:.0f} ms"
-    )
-    header = (
-        f"{'config':<11} {'added ms/msg':>29} {'tot/M':>6} {'own p50/p99':>13} "
-        f"{'first|last 200':>14} {'disk':>7} {'ratio':>6} {'du':>5} {'load ms f/m/l':>17}  "
-        f"{'<0.5ms':>6} {'flat':>4} {'<4x':>4} {'<15ms':>5}"
-    )
-    print(header)
-    print(f"{'':<11} {'mean    p50    p99':>29}")
-    print("-" * len(header))
-    for config in CONFIGS[1:]:
-        row = rows.get(config)
+        f"{rows['baseline']['runs']} run(s); raw message text {raw / 1024:,.0f} KiB =="
+    ]
+    for name, base in summary["baselines"].items():
+        what = "plain GroupChatManager" if name == "baseline" else "same graph, no checkpointer"
+        s = base["per_message_ms"]
+        lines.append(
+            f"{name} ({what}): own {s['mean']:.3f} ms/message mean, p50 {s['p50']:.3f}, p99 {s['p99']:.3f}; "
+            f"run {base['total_ms']:.0f} ms"
+        )
+    lines.append(TABLE_HEADER)
+    lines.append("-" * len(TABLE_HEADER))
+    for name in ROW_ORDER:
+        row = rows.get(name)
         if row is None:
             continue
         a = row["added_per_message_ms"]
-        own = row["per_message_ms"]
-        name = config + ("~" if row.get("sampled") else "")
         tot = row.get("total_added_per_message_ms")
         loads = row["load_ms"]
-        ratio_du = row["bytes_allocated"] / summary["raw_text_bytes"] if row.get("bytes_allocated") else None
+        du = row["bytes_allocated"] / raw if row.get("bytes_allocated") is not None else None
         v = row["verdict"]
-        print(
-            f"{name:<11} {a['mean']:>9.3f} {a['p50']:>6.3f} {a['p99']:>12.3f} "
-            f"{(f'{tot:.3f}' if tot is not None else '-'):>6} "
-            f"{own['p50']:>6.2f}/{own['p99']:<6.2f} "
-            f"{row['added_first_window_ms']:>6.3f}|{row['added_last_window_ms']:<7.3f} "
-            f"{_kib(row['bytes']):>7} {row['bytes_ratio']:>5.2f}x "
-            f"{(f'{ratio_du:.1f}x' if ratio_du else '-'):>5} "
-            f"{loads.get('first', 0):>5.1f}/{loads.get('middle', 0):.1f}/{loads.get('last', 0):<6.1f} "
-            f"{_mark(v['added']):>6} {_mark(v['flat']):>4} {_mark(v['bytes']):>4} {_mark(v['load']):>5}"
+        restore = row.get("restore_ms")
+        load_text = "/".join(f"{loads[k]:.1f}" for k in ("first", "middle", "last") if k in loads)
+        label = name + ("~" if row.get("sampled") else "")
+        lines.append(
+            f"{label:<18} {a['mean']:>17.3f} {a['p50']:>7.3f} {a['p99']:>7.2f} "
+            f"{(f'{tot:.3f}' if tot is not None else '-'):>7} "
+            f"{row['added_first_window_ms']:>7.3f}|{row['added_last_window_ms']:<7.3f} "
+            f"{_size(row['bytes']):>7} {_ratio(row['bytes_ratio']):>7} {(_ratio(du) if du else '-'):>7} "
+            f"{load_text:>18} {(f'{restore:.1f}' if restore is not None else '-'):>8}  "
+            f"{_mark(v['added']):>6} {_mark(v['flat']):>4} {_mark(v['bytes']):>4} {_mark(v['load']):>5} "
+            f"{_mark(v.get('restore')):>5}"
         )
-    print(
-        "added: per-index (config - baseline) per-message time, median over runs; tot/M: (total run time "
-        "difference)/M incl. start/end checkpoints; own p50/p99: the config's own per-message time; "
-        "first|last 200: mean added time in the first/last 200 messages; disk: apparent bytes of the "
-        "session dir; ratio: disk / raw message text; du: allocated blocks / raw text; load: median "
-        "load_checkpoint_file ms of the first/middle/last checkpoint."
-    )
-    for config in ("ours", "ours-fsync"):
-        kinds = (rows.get(config) or {}).get("bytes_by_file")
-        if kinds:
-            raw = summary["raw_text_bytes"]
-            parts = ", ".join(
-                f"{name} {size / 1024:,.0f} KiB ({size / raw:.2f}x)"
-                for name, size in sorted(kinds.items(), key=lambda kv: -kv[1])
-                if size
-            )
-            print(f"{config} bytes by file: {parts}")
-            break
+    kinds = (rows.get("ours") or {}).get("bytes_by_file")
+    if kinds:
+        parts = ", ".join(
+            f"{k} {size / 1024:,.0f} KiB ({size / raw:.2f}x)"
+            for k, size in sorted(kinds.items(), key=lambda kv: -kv[1])
+            if size
+        )
+        lines.append(f"ours bytes by file: {parts}")
+    extras = []
+    for name in ROW_ORDER:
+        row = rows.get(name) or {}
+        if "cold_load_ms" in row:
+            extras.append(f"{name} {row['cold_load_ms']:.1f}")
+    if extras:
+        lines.append(
+            "cold load of the last checkpoint by path/reference (opens the store), ms: " + ", ".join(extras)
+        )
+    factories = [
+        f"{k} {rows[k]['restore_factory_ms']:.1f}"
+        for k in ROW_ORDER
+        if "restore_factory_ms" in rows.get(k, {})
+    ]
+    if factories:
+        lines.append(
+            "of which the agent factory alone (4 new ConversableAgents), ms: " + ", ".join(factories)
+        )
     if any(r.get("sampled") for r in rows.values()):
-        print(
-            "naive~: sampled (quadratic cost); snapshot write time at evenly spaced points of the final "
+        lines.append(
+            "naive~: sampled (quadratic cost): snapshot write time at evenly spaced points of the final "
             "state, interpolated per message; its added time is the snapshot cost itself."
         )
+    return lines
 
 
-def print_verdict(summaries: list[dict[str, Any]]) -> None:
+LEGEND = """\
+columns: added ms/msg = per-index (config - its baseline) per-message time after the per-index median over
+runs (mean, p50, p99); tot/M = (total run time - baseline's)/M, incl. start/end checkpoints and session
+documents; first|last 200 = mean added time over the first / last 200 messages (flatness); disk = apparent
+size of everything the session wrote (files: the session dir; sqlite: db+wal after close; postgres: cs_*
+relations of a fresh database; LangGraph: its db after close); ratio = disk / raw message text; du =
+allocated blocks / raw text; load = median ms to load the first/middle/last checkpoint into a CheckpointData
+(LangGraph: graph.get_state on a new connection; its first checkpoint is the empty input); restore = median
+ms of CheckpointRestorer(agent_factory=...).restore(last checkpoint), ready to continue. lg-* rows compare
+with lg-*-base (the same graph without a checkpointer); all other rows with baseline."""
+
+
+def verdict_lines(summaries: list[dict[str, Any]]) -> list[str]:
     at = [s for s in summaries if s["messages"] == TARGET_AT_MESSAGES] or summaries[-1:]
-    small = [s for s in summaries if s["messages"] == WINDOW]
+    small = {s["messages"]: s for s in summaries}.get(WINDOW)
     if not at:
-        return
+        return []
     target = at[0]
-    print()
-    print(f"Targets at {target['messages']} messages (informational; exit status is always 0):")
-    for config in ("ours", "ours-fsync"):
-        row = target["rows"].get(config)
-        if row is None:
+    rows = target["rows"]
+    lines = [
+        f"Targets at {target['messages']} messages (informational; exit status is always 0): added < "
+        f"{TARGET_ADDED_MS} ms/msg and no higher at {target['messages']} than at {WINDOW}; bytes < "
+        f"{TARGET_BYTES_RATIO:g}x raw (apparent size); every load < {TARGET_LOAD_MS:g} ms; restore < "
+        f"{TARGET_RESTORE_MS:g} ms"
+    ]
+    for name in ROW_ORDER:
+        row = rows.get(name)
+        if row is None or not name.startswith("ours"):
             continue
         v = row["verdict"]
+        at_big = row["added_per_message_ms"]["mean"]
         cross = ""
-        if small and config in small[0]["rows"]:
-            at_small = small[0]["rows"][config]["added_per_message_ms"]["mean"]
-            at_big = row["added_per_message_ms"]["mean"]
-            cross = (
-                f"; mean added at {WINDOW} msgs {at_small:.3f} ms vs {at_big:.3f} ms at {target['messages']}"
-            )
-        worst_load = max(row["load_ms"].values()) if row["load_ms"] else float("nan")
-        print(
-            f"  {config:<11} added/msg {row['added_per_message_ms']['mean']:.3f} ms {_mark(v['added'])}; "
-            f"flat (last {row['window']} {row['added_last_window_ms']:.3f} vs first "
-            f"{row['added_first_window_ms']:.3f} ms) {_mark(v['flat'])}{cross}; "
-            f"bytes {row['bytes_ratio']:.2f}x {_mark(v['bytes'])}; "
-            f"max load {worst_load:.1f} ms {_mark(v['load'])}"
+        if small is not None and name in small["rows"]:
+            at_small = small["rows"][name]["added_per_message_ms"]["mean"]
+            cross = f", whole {WINDOW}-msg run {at_small:.3f}"
+        worst = max(row["load_ms"].values()) if row["load_ms"] else float("nan")
+        restore = row.get("restore_ms")
+        lines.append(
+            f"  {name:<18} added {at_big:.3f} ms {_mark(v['added'])}; flat: last {WINDOW} "
+            f"{row['added_last_window_ms']:.3f} vs first {row['added_first_window_ms']:.3f}{cross} "
+            f"{_mark(v['flat'])}; bytes {row['bytes_ratio']:.2f}x {_mark(v['bytes'])}; "
+            f"max load {worst:.1f} ms "
+            f"{_mark(v['load'])}; restore "
+            + (f"{restore:.1f} ms {_mark(v.get('restore'))}" if restore is not None else "-")
         )
+    for fsync_name, crash_name in (
+        ("ours-fsync", "ours"),
+        ("ours-sqlite-fsync", "ours-sqlite"),
+        ("ours-pg-fsync", "ours-pg"),
+    ):
+        if fsync_name in rows and crash_name in rows:
+            cost = (
+                rows[fsync_name]["added_per_message_ms"]["mean"]
+                - rows[crash_name]["added_per_message_ms"]["mean"]
+            )
+            tot = (rows[fsync_name].get("total_added_per_message_ms") or 0) - (
+                rows[crash_name].get("total_added_per_message_ms") or 0
+            )
+            lines.append(
+                f"  durability: {fsync_name} costs {cost:+.3f} ms/msg "
+                f"(mean added; {tot:+.3f} by total run time) "
+                f'over {crash_name} ("crash", the default)'
+            )
+    peers = [
+        f"{name} {rows[name]['added_per_message_ms']['mean']:.3f} ms/msg, "
+        f"{_ratio(rows[name]['bytes_ratio'])} raw, "
+        f"latest load {rows[name]['load_ms'].get('last', float('nan')):.1f} ms"
+        for name in ("lg-list", "lg-delta")
+        if name in rows
+    ]
+    if peers:
+        settings = next((rows[n]["sqlite_settings"] for n in ("lg-list", "lg-delta") if n in rows), "")
+        lines.append(f"  LangGraph SqliteSaver ({settings}): " + "; ".join(peers))
+    return lines
 
 
 # -- profiling --------------------------------------------------------------------------------------------
-def profile_ours(args: argparse.Namespace, n_messages: int, replies: _Replies, base: Path) -> None:
+def profile_config(bench: Bench, name: str, n_messages: int) -> str:
     profiler = cProfile.Profile()
-    run_once("ours", args, n_messages, replies, base, profiler=profiler)
+    bench.run(name, n_messages, profiler=profiler)
     buffer = io.StringIO()
     stats = pstats.Stats(profiler, stream=buffer)
     stats.sort_stats("cumulative").print_stats(r"checkpoint_system|orjson|posix|pydantic", 45)
     stats.sort_stats("tottime").print_stats(25)
-    print(f"\n== cProfile of 'ours' at {n_messages} messages ==")
-    print(buffer.getvalue())
+    return f"\n== cProfile of '{name}' at {n_messages} messages (the chat run only) ==\n{buffer.getvalue()}"
 
 
 # -- main -------------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--messages", default="200,1000", help="comma-separated message counts (max_round)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per configuration (medians reported)")
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--message-bytes", type=int, default=1024)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"subset of {','.join(CONFIGS)}")
     parser.add_argument(
-        "--fsync-repeats", type=int, default=None, help="runs of ours-fsync (default: --repeats)"
+        "--configs",
+        default=",".join(DEFAULT_CONFIGS),
+        help=f"comma-separated subset of {','.join(c for c in CONFIGS if not c.endswith('-base'))} "
+        f"(default {','.join(DEFAULT_CONFIGS)}); unavailable ones are skipped with a note",
     )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(_backends.POSTGRES_ENV),
+        help=f"PostgreSQL server for ours-pg (default ${_backends.POSTGRES_ENV}); 'auto' starts a throwaway "
+        "local one (tests/pg_server.py, fsync on)",
+    )
+    parser.add_argument(
+        "--lg-durability",
+        default="sync",
+        choices=("sync", "async", "exit"),
+        help="LangGraph durability mode (default sync: the checkpoint is written before the "
+        "next step starts, as ours is)",
+    )
+    parser.add_argument(
+        "--lg-list-repeats",
+        type=int,
+        default=None,
+        help="runs of lg-list (default --repeats; it writes ~1 GB per 1,000-message run)",
+    )
+    parser.add_argument("--fsync-repeats", type=int, default=None, help="runs of *-fsync (default --repeats)")
     parser.add_argument(
         "--naive-max-messages",
         type=int,
         default=200,
-        help="run the naive design for real up to this many messages; sample it above (default 200)",
+        help="run the naive design for real up to this many messages; sample it above",
     )
     parser.add_argument(
         "--naive-repeats", type=int, default=1, help="real naive runs (default 1; it is slow)"
@@ -667,15 +933,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--loads", type=int, default=5, help="loads per checkpoint for the load time median")
     parser.add_argument(
+        "--restores", type=int, default=3, help="restores of the last checkpoint per run (0: off)"
+    )
+    parser.add_argument("--size-every", type=int, default=50, help="bytes-on-disk sample interval (messages)")
+    parser.add_argument(
         "--out", default=None, help="directory for the temporary sessions (default: system tmp)"
     )
-    parser.add_argument("--json", default=None, help="write all results to this JSON file")
     parser.add_argument(
-        "--profile", action="store_true", help="also cProfile one 'ours' run at the largest count"
+        "--json",
+        default=str(BENCH_DIR / "results" / "bench_checkpointing.json"),
+        help="write all results here ('' to skip)",
     )
+    parser.add_argument(
+        "--plot",
+        default=str(BENCH_DIR / "results" / "bench_checkpointing.png"),
+        help="write the PNG plot here ('' to skip)",
+    )
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="CONFIG",
+        help="also cProfile one run of CONFIG (e.g. ours) at the largest message count",
+    )
+    parser.add_argument(
+        "--replot",
+        default=None,
+        metavar="JSON",
+        help="only redraw --plot from a results JSON of an earlier run",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke test: --messages 200 --repeats 1")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.messages, args.repeats = "200", 1
     args.message_counts = [int(x) for x in str(args.messages).split(",") if x.strip()]
-    args.config_list = [c for c in str(args.configs).split(",") if c]
+    args.config_list = [c.strip() for c in str(args.configs).split(",") if c.strip()]
     unknown = set(args.config_list) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown configs {sorted(unknown)}")
@@ -684,6 +975,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.message_counts) < 3 or args.repeats < 1 or args.agents < 2:
         parser.error("need --messages >= 3, --repeats >= 1, --agents >= 2")
     return args
+
+
+def select_configs(args: argparse.Namespace) -> tuple[list[str], list[str], str | None, Any]:
+    """(configs to run, notes about skipped ones, PostgreSQL URL, server handle to stop)."""
+    notes: list[str] = []
+    chosen: list[str] = []
+    pg_url: str | None = None
+    pg_server = None
+    sqlite_missing = _backends.module_missing("sqlite")
+    postgres_missing = _backends.module_missing("postgres")
+    lg_missing = _langgraph_runner.available()
+    for name in args.config_list:
+        config = CONFIGS[name]
+        if config.backend == "sqlite" and sqlite_missing:
+            notes.append(f"skipped {name}: {sqlite_missing}")
+            continue
+        if config.backend == "postgres":
+            if postgres_missing:
+                notes.append(f"skipped {name}: {postgres_missing}")
+                continue
+            if not args.postgres_url:
+                notes.append(
+                    f"skipped {name}: no PostgreSQL server (give --postgres-url URL, --postgres-url auto, or "
+                    f"${_backends.POSTGRES_ENV})"
+                )
+                continue
+            if pg_url is None:
+                try:
+                    import psycopg  # noqa: F401
+                except ImportError:
+                    notes.append(f"skipped {name}: psycopg is not installed (pip install -e '.[postgres]')")
+                    continue
+                if args.postgres_url == "auto":
+                    try:
+                        pg_server = _backends.PostgresServerHandle()
+                    except Exception as exc:  # any failure to start means: skip, and say why
+                        notes.append(f"skipped {name}: could not start a local PostgreSQL server: {exc}")
+                        args.postgres_url = None
+                        continue
+                    pg_url = pg_server.url
+                else:
+                    pg_url = args.postgres_url
+        if config.kind == "langgraph":
+            if lg_missing:
+                notes.append(f"skipped {name}: LangGraph unavailable: {lg_missing}")
+                continue
+            chosen.append(f"lg-{config.variant}-base")
+        chosen.append(name)
+    return list(dict.fromkeys(chosen)), notes, pg_url, pg_server
 
 
 @contextlib.contextmanager
@@ -697,81 +1037,159 @@ def _workspace(out: str | None) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _repeats_of(name: str, args: argparse.Namespace, n: int) -> int:
+    if name == "naive":
+        return args.naive_repeats if n <= args.naive_max_messages else 0
+    if name.endswith("-fsync") and args.fsync_repeats is not None:
+        return args.fsync_repeats
+    if name in ("lg-list", "lg-list-base") and args.lg_list_repeats is not None:
+        return args.lg_list_repeats
+    return args.repeats
+
+
+def _plot_title(summary: dict[str, Any], settings: dict[str, Any]) -> str:
+    date, load = str(settings["date"])[:10], settings["load_average_start"]
+    return (
+        f"{summary['messages']} messages x ~{settings['message_bytes']} B, {settings['agents']} agents; "
+        f"medians of {settings['repeats']} runs; {date}, load avg {load:.1f}"
+    )
+
+
+def replot(args: argparse.Namespace) -> int:
+    from _plot import write_plot
+
+    document = json.loads(Path(args.replot).read_text())
+    largest = max(document["results"], key=lambda s: s["messages"])
+    path = write_plot(
+        largest,
+        Path(args.plot),
+        title=_plot_title(largest, document["settings"]),
+        targets={"added_ms": TARGET_ADDED_MS, "bytes_ratio": TARGET_BYTES_RATIO},
+    )
+    print(f"plot written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    replies = _Replies(args.message_bytes)
+    if args.replot:
+        return replot(args)
     started = time.perf_counter()
-    summaries = []
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"bench_checkpointing: python {platform.python_version()}, {os.cpu_count()} cpu(s), load average "
-        f"{load:.2f} at start, configs {','.join(args.config_list)}, repeats {args.repeats}, "
-        f"sessions under {args.out or tempfile.gettempdir()}"
+    configs, notes, pg_url, pg_server = select_configs(args)
+    load1, load5, _ = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    out: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        out.append(line)
+
+    say(
+        f"bench_checkpointing {datetime.now().strftime('%Y-%m-%d %H:%M')}: "
+        f"python {platform.python_version()}, "
+        f"{os.cpu_count()} cpu(s), load average {load1:.2f} (1 min) / {load5:.2f} (5 min) at start; "
+        f"repeats {args.repeats}; sessions under {args.out or tempfile.gettempdir()}"
     )
-    with _workspace(args.out) as base:
-        # warm-up: imports, first-call caches, page cache for the temp dir
-        for config in args.config_list:
-            if config != "naive":
-                run_once(config, args, 20, replies, base)
-        for n in args.message_counts:
-            runs: dict[str, list[dict[str, Any]]] = {c: [] for c in args.config_list}
-            repeats = {c: args.repeats for c in args.config_list}
-            if args.fsync_repeats is not None and "ours-fsync" in repeats:
-                repeats["ours-fsync"] = args.fsync_repeats
-            naive_real = "naive" in repeats and n <= args.naive_max_messages
-            if "naive" in repeats:
-                repeats["naive"] = args.naive_repeats if naive_real else 0
-            for r in range(max(repeats.values())):
-                order = [c for c in args.config_list if r < repeats[c]]
-                if r % 2:
-                    order.reverse()  # alternate the order so warm-up/drift effects do not favour one config
-                for config in order:
-                    runs[config].append(run_once(config, args, n, replies, base))
-            if "naive" in args.config_list and not naive_real:
-                runs["naive"] = [run_naive_sampled(args, n, replies, base)]
-            fingerprints = {r["fingerprint"] for rs in runs.values() for r in rs if "fingerprint" in r}
-            if len(fingerprints) > 1:
-                print("WARNING: the configurations did not produce the same chat", file=sys.stderr)
-            for config, config_runs in runs.items():
-                for run in config_runs:
-                    if "last_checkpoint_messages" in run and run["last_checkpoint_messages"] != n:
-                        print(
-                            f"WARNING: {config}: the last checkpoint holds {run['last_checkpoint_messages']} "
-                            f"messages, expected {n}",
-                            file=sys.stderr,
-                        )
-            summary = summarize(n, runs)
-            summaries.append(summary)
-            print_table(summary, args)
-            sys.stdout.flush()
-        print_verdict(summaries)
-        if args.profile:
-            profile_ours(args, max(args.message_counts), replies, base)
+    say(f"configs: {', '.join(c for c in configs if not c.endswith('-base'))}")
+    if any(c.startswith("lg-") for c in configs):
+        say(f"LangGraph: {_langgraph_runner.version()}; durability={args.lg_durability!r}")
+    for note in notes:
+        say(f"note: {note}")
+    summaries = []
+    try:
+        with _workspace(args.out) as base:
+            bench = Bench(args, base, pg_url)
+            for name in configs:  # warm-up: imports, first-call caches, the page cache of the temp dir
+                if name != "naive":
+                    bench.run(name, 20)
+            for n in args.message_counts:
+                if any(c.startswith("lg-") for c in configs):
+                    bench.stream(n)
+                runs: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
+                repeats = {c: _repeats_of(c, args, n) for c in configs}
+                for r in range(max(repeats.values())):
+                    order = [c for c in configs if r < repeats[c]]
+                    if r % 2:
+                        order.reverse()  # alternate the order so warm-up/drift effects favour no config
+                    for name in order:
+                        runs[name].append(bench.run(name, n, curve=(r == 0)))
+                if "naive" in configs and not runs["naive"]:
+                    runs["naive"] = [run_naive_sampled(bench, n)]
+                fingerprints = {r["fingerprint"] for rs in runs.values() for r in rs if "fingerprint" in r}
+                if len(fingerprints) > 1:
+                    say("WARNING: the configurations did not produce the same chat")
+                for name, config_runs in runs.items():
+                    for run in config_runs:
+                        got = run.get("last_checkpoint_messages")
+                        if got is not None and got != n:
+                            say(f"WARNING: {name}: the last checkpoint holds {got} messages, expected {n}")
+                summary = summarize(n, runs)
+                summaries.append(summary)
+                say()
+                for line in table_lines(summary, args):
+                    say(line)
+            say()
+            for line in LEGEND.splitlines():
+                say(line)
+            say()
+            for line in verdict_lines(summaries):
+                say(line)
+            if args.profile:
+                say(profile_config(bench, args.profile, max(args.message_counts)))
+    finally:
+        if pg_server is not None:
+            pg_server.stop()
     elapsed = time.perf_counter() - started
-    print(f"\ntotal benchmark time {elapsed:.1f} s")
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    say(f"\ntotal benchmark time {elapsed:.1f} s; load average {load_end:.2f} at the end")
+    plot_missing = None
+    if args.plot and summaries:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            plot_missing = "matplotlib is not installed (pip install -e '.[bench]'): no plot written"
+            say(f"note: {plot_missing}")
+    settings = {
+        "messages": args.message_counts,
+        "repeats": args.repeats,
+        "agents": args.agents,
+        "message_bytes": args.message_bytes,
+        "configs": configs,
+        "notes": notes,
+        "naive_max_messages": args.naive_max_messages,
+        "lg_durability": args.lg_durability,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_start": load1,
+        "elapsed_s": elapsed,
+        "date": datetime.now().isoformat(timespec="seconds"),
+    }
+    if args.plot and summaries and plot_missing is None:
+        from _plot import write_plot
+
+        largest = max(summaries, key=lambda s: s["messages"])
+        path = write_plot(
+            largest,
+            Path(args.plot),
+            title=_plot_title(largest, settings),
+            targets={"added_ms": TARGET_ADDED_MS, "bytes_ratio": TARGET_BYTES_RATIO},
+        )
+        say(f"plot written to {path}")
     if args.json:
         document = {
-            "settings": {
-                "messages": args.message_counts,
-                "repeats": args.repeats,
-                "agents": args.agents,
-                "message_bytes": args.message_bytes,
-                "configs": args.config_list,
-                "naive_max_messages": args.naive_max_messages,
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "elapsed_s": elapsed,
-            },
+            "settings": settings,
             "targets": {
                 "added_ms": TARGET_ADDED_MS,
                 "bytes_ratio": TARGET_BYTES_RATIO,
                 "load_ms": TARGET_LOAD_MS,
+                "restore_ms": TARGET_RESTORE_MS,
                 "at_messages": TARGET_AT_MESSAGES,
             },
             "results": summaries,
+            "printed": out,
         }
-        Path(args.json).write_text(json.dumps(document, indent=2))
-        print(f"results written to {args.json}")
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(document, indent=1))
+        say(f"results written to {args.json}")
     return 0
 
 
