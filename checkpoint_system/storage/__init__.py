@@ -4,17 +4,26 @@ A store is named by a URL: a directory path (or ``file:///path``), ``sqlite:///r
 ``sqlite:////absolute.db``, or ``postgresql://user@host/db``. A checkpoint anywhere is named by a
 *reference*: a checkpoint file path, or ``<store url>#<session id>/<checkpoint id>`` (or
 ``<store url>#<checkpoint id>`` when the id alone is unique in the store).
+
+Backends: ``FileStore`` (``files.py``), ``SqliteStore`` (``sqlite.py``), ``PostgresStore`` (``postgres.py``,
+needs the ``postgres`` extra; imported on first use). ``transfer.py`` copies sessions between any two.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointNotFoundError
 from ..model import CheckpointData
 from .files import CHECKPOINT_DIR, FileSessionStore, FileStore, export_checkpoint, read_checkpoint_file
 from .protocol import CheckpointStore, Durability, SessionStore
+from .sqlite import SqliteSessionStore, SqliteStore
+from .transfer import TransferReport, copy_session, export_session, import_session
+
+if TYPE_CHECKING:
+    from .postgres import PostgresSessionStore, PostgresStore
 
 _SCHEMES = ("sqlite://", "postgresql://", "postgres://", "file://")
 
@@ -81,14 +90,30 @@ def load_reference(reference: str | Path, store: CheckpointStore | str | None = 
     return CheckpointReference(FileStore(session_dir.parent), session_dir.name, path.stem, path)
 
 
+def __getattr__(name: str) -> Any:
+    if name in ("PostgresStore", "PostgresSessionStore"):  # psycopg is optional: import on first use
+        from . import postgres
+
+        return getattr(postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointReference",
     "CheckpointStore",
     "Durability",
     "FileSessionStore",
     "FileStore",
+    "PostgresSessionStore",
+    "PostgresStore",
     "SessionStore",
+    "SqliteSessionStore",
+    "SqliteStore",
+    "TransferReport",
+    "copy_session",
     "export_checkpoint",
+    "export_session",
+    "import_session",
     "is_store_url",
     "load_reference",
     "open_store",

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
 from ..errors import (
     CheckpointError,
@@ -39,12 +38,11 @@ from ..errors import (
     CorruptCheckpointError,
     InvalidCheckpointError,
     SessionLockedError,
-    UnsupportedFormatError,
 )
-from ..jsonable import to_jsonable
-from ..model import FORMAT_NAME, FORMAT_VERSION, CheckpointData
-from .delta import DeltaEncoder, LogReplay, checkpoint_from_record, dumps, dumps_sorted
+from ..model import CheckpointData
+from .delta import DeltaEncoder, LogReplay, dumps
 from .protocol import Durability
+from .records import decode_checkpoint, inline_document, open_record, record_bytes, seal_record
 
 try:  # POSIX advisory locks; on other platforms a session is not locked.
     import fcntl
@@ -58,7 +56,6 @@ LOCK_FILE = ".writer.lock"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)_.*\.json$")
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _STALE_TEMP = re.compile(r"^\.checkpoint_.*\.tmp$")
-_LAYOUTS = ("log", "inline")
 #: errno values of a file system that cannot make hard links (the no-clobber publish falls back to rename).
 _NO_LINK_ERRNOS = frozenset(
     getattr(errno, name)
@@ -153,16 +150,6 @@ def write_file_atomic(path: Path, data: bytes, *, overwrite: bool, fsync: bool =
         _unlink_quietly(tmp)
     if fsync:
         _fsync_dir(path.parent)
-
-
-def inline_document(data: CheckpointData) -> dict[str, Any]:
-    """The standalone ("inline" layout) document of a checkpoint, with its integrity hash."""
-    payload = to_jsonable(data.model_dump(by_alias=True))
-    payload.pop("integrity", None)
-    document: dict[str, Any] = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "layout": "inline"}
-    document.update((key, value) for key, value in payload.items() if key not in document)
-    document["integrity"] = hashlib.sha256(dumps_sorted(document)).hexdigest()
-    return document
 
 
 def export_checkpoint(data: CheckpointData, path: str | Path, *, fsync: bool = False) -> Path:
@@ -306,15 +293,10 @@ class FileSessionStore:
                     os.fsync(self._log_fd)
                 new_hash.update(encoded.log_bytes)
             new_size = old_size + len(encoded.log_bytes)
-            record = encoded.record
-            record.update(
-                format=FORMAT_NAME,
-                format_version=FORMAT_VERSION,
-                layout="log",
-                log={"file": LOG_FILE, "size": new_size, "sha256": new_hash.hexdigest()},
+            record = seal_record(
+                encoded.record, size=new_size, sha256=new_hash.hexdigest(), location={"file": LOG_FILE}
             )
-            record["integrity"] = hashlib.sha256(dumps_sorted(record)).hexdigest()
-            tmp = _write_temp(path, dumps(record), fsync=fsync)
+            tmp = _write_temp(path, record_bytes(record), fsync=fsync)
             _link_no_clobber(tmp, path)
             published = True
             self._log_size, self._log_hash = new_size, new_hash
@@ -372,6 +354,18 @@ class FileSessionStore:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise CorruptCheckpointError(f"not valid JSON: {exc}", path=path) from exc
+
+    def list_documents(self) -> list[str]:
+        """Names of the session's documents (the regular files next to ``checkpoints/``), sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name
+            for entry in os.scandir(self.root)
+            if _SAFE_FILE_NAME.match(entry.name)
+            and not entry.name.startswith(".")
+            and entry.is_file(follow_symlinks=False)
+        )
 
     def locate(self, checkpoint_id: str) -> str:
         """The checkpoint's file path (loadable from anywhere with ``read_checkpoint_file``)."""
@@ -463,42 +457,7 @@ def parse_checkpoint_bytes(raw: bytes, *, path: Path) -> dict[str, Any]:
 
     Returns the record of a current document, or the raw document of a seed-era one (no format marker).
     """
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        hint = "empty file" if not raw.strip() else "truncated or corrupt JSON"
-        raise CorruptCheckpointError(f"not a readable checkpoint ({hint}: {exc})", path=path) from exc
-    if not isinstance(record, dict):
-        raise InvalidCheckpointError("not a checkpoint file (the JSON document is not an object)", path=path)
-    if "format" not in record:
-        if "checkpoint_id" in record and "messages" in record:
-            return record  # a seed-era checkpoint without format marker: migrated by the caller
-        raise InvalidCheckpointError("not a checkpoint file (no checkpoint_system format marker)", path=path)
-    if record["format"] != FORMAT_NAME:
-        raise InvalidCheckpointError(
-            f"not a checkpoint file (format {str(record['format'])[:80]!r}, expected {FORMAT_NAME!r})",
-            path=path,
-        )
-    version = record.get("format_version")
-    if type(version) is not int or version < 1:
-        raise InvalidCheckpointError(f"invalid format_version {version!r}", path=path)
-    if version > FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"format version {version} is newer than this library supports ({FORMAT_VERSION}); upgrade "
-            "checkpoint_system to read it",
-            path=path,
-        )
-    expected = record.pop("integrity", None)
-    if not isinstance(expected, str):
-        raise CorruptCheckpointError("integrity hash missing", path=path)
-    actual = hashlib.sha256(dumps_sorted(record)).hexdigest()
-    if actual != expected:
-        raise CorruptCheckpointError("integrity hash mismatch: the file was modified or damaged", path=path)
-    record["integrity"] = expected
-    layout = record.get("layout", "inline")
-    if layout not in _LAYOUTS:
-        raise InvalidCheckpointError(f"unknown checkpoint layout {str(layout)[:80]!r}", path=path)
-    return record
+    return open_record(raw, where=str(path))
 
 
 def read_checkpoint_file(path: str | Path) -> CheckpointData:
@@ -520,52 +479,17 @@ def read_checkpoint_file(path: str | Path) -> CheckpointData:
         raise CheckpointNotFoundError("checkpoint file does not exist", path=path) from exc
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint file: {exc}", path=path) from exc
-    record = parse_checkpoint_bytes(raw, path=path)
-    try:
-        if record.get("layout") == "log":
-            return _load_log_layout(record, path)
-        from .migrations import migrate_inline
-
-        return CheckpointData.model_validate(migrate_inline(record))
-    except ValidationError as exc:
-        raise InvalidCheckpointError(_summarize(exc), path=path) from exc
-    except CheckpointError as exc:
-        if exc.path is None:  # name the file in every message
-            raise type(exc)(exc.reason, path=path) from exc
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
-        raise InvalidCheckpointError(f"malformed checkpoint record: {exc!r}", path=path) from exc
-
-
-def _load_log_layout(record: dict[str, Any], path: Path) -> CheckpointData:
+    record = open_record(raw, where=str(path))
     log = record.get("log")
-    if not isinstance(log, dict) or type(log.get("size")) is not int or log["size"] < 0:
-        raise InvalidCheckpointError("checkpoint record has no valid 'log' reference", path=path)
-    name = log.get("file")
-    if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.startswith("."):
-        raise InvalidCheckpointError(f"unsafe log file name {str(name)[:200]!r}", path=path)
-    expected = log.get("sha256")
-    if not isinstance(expected, str):
-        raise InvalidCheckpointError("checkpoint record has no log hash", path=path)
-    data = _read_prefix(path.parent / name, log["size"], path)
-    if hashlib.sha256(data).hexdigest() != expected:
-        raise CorruptCheckpointError(
-            f"the session log {name} does not match the checkpoint's hash", path=path
-        )
-    replay = LogReplay()
-    try:
-        replay.apply_bytes(data)
-    except CorruptCheckpointError as exc:
-        raise CorruptCheckpointError(f"{exc.reason} (in {path.parent / name})", path=path) from exc
-    return checkpoint_from_record(record, replay, path=str(path))
+    name = log.get("file") if isinstance(log, dict) else None
 
+    def log_prefix(size: int) -> bytes:
+        if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.startswith("."):
+            raise InvalidCheckpointError(f"unsafe log file name {str(name)[:200]!r}", path=path)
+        return _read_prefix(path.parent / name, size, path)
 
-def _summarize(exc: ValidationError) -> str:
-    problems = [
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
-    ]
-    more = f" (+{exc.error_count() - 5} more)" if exc.error_count() > 5 else ""
-    return "checkpoint does not match the schema: " + "; ".join(problems) + more
+    log_name = f"the session log {path.parent / str(name)}"
+    return decode_checkpoint(record, where=str(path), log_prefix=log_prefix, log_name=log_name)
 
 
 def _looks_like_session(path: Path) -> bool:
@@ -603,10 +527,32 @@ class FileStore:
         return sorted(found)
 
     def delete_session(self, session_id: str) -> None:
+        """Remove a session directory (with the continuations nested in it).
+
+        ``SessionLockedError`` if a writer holds the session or one of its continuations.
+        """
         path = self._session_path(session_id)
         if not _looks_like_session(path):
             raise CheckpointNotFoundError(f"no session {session_id!r}", path=path)
-        shutil.rmtree(path)
+        held: list[int] = []
+        try:
+            if fcntl is not None:
+                for directory, subdirs, names in os.walk(path):
+                    subdirs[:] = [d for d in subdirs if d != CHECKPOINT_DIR]
+                    if LOCK_FILE not in names:
+                        continue
+                    fd = os.open(Path(directory) / LOCK_FILE, os.O_RDWR)
+                    held.append(fd)
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError as exc:
+                        raise SessionLockedError(
+                            "cannot delete a session that has a writer", path=directory
+                        ) from exc
+            shutil.rmtree(path)
+        finally:
+            for fd in held:
+                os.close(fd)
 
     def find_checkpoint(self, checkpoint_id: str) -> str:
         name = f"{Path(checkpoint_id).stem}.json"

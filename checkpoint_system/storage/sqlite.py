@@ -1,0 +1,587 @@
+"""The SQLite store: many sessions in one database file (standard library ``sqlite3``, WAL mode).
+
+Tables (schema version 1, created and migrated by the library; see ``SCHEMA``)::
+
+    cs_schema_version(version, description, applied_at)       one row per applied migration
+    cs_sessions(id, session_id, created_at)                   session ids and their integer keys
+    cs_log_chunks(session, seq, data)                         the session log, one chunk per checkpoint
+    cs_checkpoints(session, checkpoint_id, step_number, seq, context, record)
+    cs_documents(session, name, value, updated_at)            session_metadata.json, chat_history.json, ...
+    cs_writers(session_id, token, host, pid, process_start, acquired_at)   the writer lease of a session
+
+(``session`` is the integer key of ``cs_sessions``: rows and indexes do not repeat long session ids.)
+
+A checkpoint is one record row plus one log chunk holding exactly the bytes ``DeltaEncoder`` produced for
+it, written in one transaction; its log prefix is the concatenation of chunks ``0..seq``.
+
+One writer per session: the first save takes the session's *lease* (a ``cs_writers`` row naming the
+process). Another writer gets ``SessionLockedError`` while the holder lives; a lease left by a process that
+died on this host is taken over; ``close()`` releases it. Every save checks, in its own transaction, that
+it still holds the lease, and the unique ``(session, seq)`` and ``(session, step_number)`` keys make a
+second writer's insert fail rather than interleave, so two writers can never corrupt a session's log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    CheckpointSaveError,
+    SessionLockedError,
+)
+from ..model import CheckpointData
+from .migrations import SchemaMigration, pending_migrations
+from .protocol import Durability
+from .records import (
+    ChunkedLog,
+    check_document_name,
+    check_session_id,
+    decode_document,
+    decode_stored,
+    encode_document,
+    join_chunks,
+    reference,
+)
+
+SCHEMA: tuple[SchemaMigration, ...] = (
+    SchemaMigration(
+        1,
+        "sessions, log chunks, checkpoints, documents, writer leases",
+        (
+            """CREATE TABLE cs_sessions (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                session_id TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL
+            )""",
+            # a rowid table: its leaves hold rows up to a page inline (a WITHOUT ROWID table spills
+            # anything over ~1 KB into overflow pages, doubling the file for 1 KiB messages)
+            """CREATE TABLE cs_log_chunks (
+                session INTEGER NOT NULL,
+                seq INTEGER NOT NULL CHECK (seq >= 0),
+                data BLOB NOT NULL,
+                PRIMARY KEY (session, seq)
+            )""",
+            """CREATE TABLE cs_checkpoints (
+                session INTEGER NOT NULL,
+                checkpoint_id TEXT NOT NULL,
+                step_number INTEGER NOT NULL CHECK (step_number >= 0),
+                seq INTEGER NOT NULL,
+                context TEXT NOT NULL,
+                record BLOB NOT NULL,
+                PRIMARY KEY (session, checkpoint_id),
+                UNIQUE (session, step_number)
+            )""",
+            "CREATE INDEX cs_checkpoints_by_id ON cs_checkpoints (checkpoint_id)",
+            """CREATE TABLE cs_documents (
+                session INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                value BLOB NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (session, name)
+            )""",
+            """CREATE TABLE cs_writers (
+                session_id TEXT PRIMARY KEY,
+                token TEXT NOT NULL,
+                host TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                process_start TEXT,
+                acquired_at TEXT NOT NULL
+            )""",
+        ),
+    ),
+)
+SCHEMA_VERSION = SCHEMA[-1].version
+
+_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS cs_schema_version (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)"""
+_BUSY_TIMEOUT_S = 30.0
+#: new database files: 8 KiB pages pack 1-2 KiB log chunks with little slack
+_PAGE_SIZE = 8192
+#: the integer key of a session id, inside a statement
+_KEY = "(SELECT id FROM cs_sessions WHERE session_id = ?)"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a process (Linux ``/proc``), to tell a live holder from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        return stat[stat.rindex(b")") + 2 :].split()[19].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    except OSError:  # pragma: no cover - e.g. pid out of range
+        return False
+    current = _process_start(pid)
+    return started is None or current is None or current == started
+
+
+_HOST = socket.gethostname()
+
+
+class SqliteStore:
+    """Many sessions in one SQLite file. Safe to share between threads; several processes may use the file.
+
+    ``SqliteStore("checkpoints.db")`` or ``SqliteStore.from_url("sqlite:///checkpoints.db")`` (relative) /
+    ``"sqlite:////abs/path/checkpoints.db"``. The file and its schema are created on first use.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self._url = f"sqlite:///{self.path.as_posix()}"
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = os.getpid()
+        self._synchronous: Durability = "crash"
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
+        prefix = "sqlite:///"
+        if not url.startswith(prefix) or len(url) == len(prefix):
+            raise CheckpointError(
+                f"not a SQLite store URL: {url!r} (expected sqlite:///relative.db or sqlite:////abs/path.db)"
+            )
+        path = url[len(prefix) :]
+        if path == ":memory:" or path.startswith("file:"):
+            raise CheckpointError(f"unsupported SQLite store URL {url!r}: give a database file path")
+        return cls(path)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self._url!r})"
+
+    # -- connection and schema --------------------------------------------------------------------------
+    def connection(self) -> sqlite3.Connection:
+        """The store's connection (opened, and the schema created or migrated, on first use)."""
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        with self._lock:
+            if self._conn is not None and self._pid != os.getpid():
+                self._conn = None  # a forked child must not use its parent's connection
+            if self._conn is None:
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    conn = sqlite3.connect(
+                        self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                    )
+                except (OSError, sqlite3.Error) as exc:
+                    raise CheckpointError(f"cannot open the SQLite store: {exc}", path=self._url) from exc
+                try:
+                    conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # only takes effect in a new file
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    self._migrate(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                self._conn, self._pid, self._synchronous = conn, os.getpid(), "crash"
+            return self._conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_VERSION_TABLE)
+                (current,) = conn.execute(
+                    "SELECT coalesce(max(version), 0) FROM cs_schema_version"
+                ).fetchone()
+                for migration in pending_migrations(current, SCHEMA, where=self._url):
+                    for statement in migration.statements:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO cs_schema_version VALUES (?, ?, ?)",
+                        (migration.version, migration.description, _now()),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointError(
+                f"cannot create or migrate the SQLite schema: {exc}", path=self._url
+            ) from exc
+
+    def schema_version(self) -> int:
+        """The schema version of the database file."""
+        with self._lock:
+            (version,) = self.connection().execute("SELECT max(version) FROM cs_schema_version").fetchone()
+        return int(version)
+
+    def close(self) -> None:
+        """Close the connection (sessions opened from this store reconnect on their next use)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # -- the CheckpointStore protocol -------------------------------------------------------------------
+    def open_session(self, session_id: str, *, durability: Durability = "crash") -> SqliteSessionStore:
+        return SqliteSessionStore(self, session_id, durability=durability)
+
+    def list_sessions(self) -> list[str]:
+        with self._lock:
+            rows = (
+                self.connection()
+                .execute(
+                    """SELECT session_id FROM cs_sessions s
+                   WHERE EXISTS (SELECT 1 FROM cs_checkpoints c WHERE c.session = s.id)
+                      OR EXISTS (SELECT 1 FROM cs_documents d WHERE d.session = s.id)
+                   ORDER BY session_id"""
+                )
+                .fetchall()
+            )
+        return [row[0] for row in rows]
+
+    def delete_session(self, session_id: str) -> None:
+        """Remove a session's checkpoints, log and documents (``SessionLockedError`` if it has a writer)."""
+        where = reference(self._url, session_id)
+        with self._lock, self._transaction(where) as conn:
+            holder = self._live_holder(conn, session_id, token=None)
+            if holder is not None:
+                raise SessionLockedError(f"cannot delete a session that has a writer ({holder})", path=where)
+            row = conn.execute("SELECT id FROM cs_sessions WHERE session_id = ?", (session_id,)).fetchone()
+            found = (
+                row
+                and conn.execute(
+                    """SELECT 1 FROM cs_checkpoints WHERE session = ?
+                   UNION ALL SELECT 1 FROM cs_documents WHERE session = ? LIMIT 1""",
+                    (row[0], row[0]),
+                ).fetchone()
+            )
+            if not found:
+                raise CheckpointNotFoundError(f"no session {session_id!r}", path=where)
+            for table in ("cs_checkpoints", "cs_log_chunks", "cs_documents"):
+                conn.execute(f"DELETE FROM {table} WHERE session = ?", (row[0],))
+            conn.execute("DELETE FROM cs_sessions WHERE id = ?", (row[0],))
+            conn.execute("DELETE FROM cs_writers WHERE session_id = ?", (session_id,))
+
+    def find_checkpoint(self, checkpoint_id: str) -> str:
+        with self._lock:
+            rows = (
+                self.connection()
+                .execute(
+                    """SELECT s.session_id FROM cs_checkpoints c JOIN cs_sessions s ON s.id = c.session
+                   WHERE c.checkpoint_id = ? ORDER BY s.session_id""",
+                    (checkpoint_id,),
+                )
+                .fetchall()
+            )
+        if len(rows) != 1:
+            problem = "no session holds" if not rows else f"{len(rows)} sessions hold"
+            raise CheckpointNotFoundError(f"{problem} checkpoint {checkpoint_id!r}", path=self._url)
+        return str(rows[0][0])
+
+    def release_session_lock(self, session_id: str) -> bool:
+        """Remove a session's writer lease whoever holds it (for a writer that died on another host).
+
+        Returns whether there was one. The holder's next save then fails with ``SessionLockedError``.
+        """
+        with self._lock, self._transaction(reference(self._url, session_id)) as conn:
+            deleted: int = conn.execute("DELETE FROM cs_writers WHERE session_id = ?", (session_id,)).rowcount
+            return deleted > 0
+
+    # -- helpers for sessions ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self, where: str, durability: Durability = "crash") -> Any:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on any error).
+
+        ``durability="fsync"`` commits with ``synchronous=FULL`` (the WAL is flushed to the device at every
+        commit: survives power loss); ``"crash"`` with ``NORMAL`` (survives a killed process).
+        """
+        conn = self.connection()
+        try:
+            if durability != self._synchronous:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
+                self._synchronous = durability
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise CheckpointSaveError(f"cannot write to the SQLite store: {exc}", path=where) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+
+    def _live_holder(self, conn: sqlite3.Connection, session_id: str, token: str | None) -> str | None:
+        """A description of the session's writer unless it is ``token``, absent, or a dead local process."""
+        row = conn.execute(
+            "SELECT token, host, pid, process_start, acquired_at FROM cs_writers WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        if row is None or row[0] == token:
+            return None
+        _, host, pid, started, since = row
+        if host == _HOST and not _alive(int(pid), started):
+            conn.execute("DELETE FROM cs_writers WHERE session_id = ?", (session_id,))
+            return None
+        return f"process {pid} on host {host!r}, since {since}"
+
+
+class SqliteSessionStore:
+    """One session of a ``SqliteStore``. The first save takes the session's writer lease."""
+
+    def __init__(self, store: SqliteStore, session_id: str, *, durability: Durability = "crash") -> None:
+        if durability not in ("crash", "fsync"):
+            raise ValueError(f"durability must be 'crash' or 'fsync', not {durability!r}")
+        self.store = store
+        self._session_id = check_session_id(session_id, where=reference(store.url, str(session_id)))
+        self.durability = durability
+        self._where = reference(store.url, session_id)
+        self._token: str | None = None
+        self._log: ChunkedLog | None = None
+        self._key: int | None = None  # cs_sessions.id, cached while this writer holds the lease
+
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
+    def __repr__(self) -> str:
+        return f"SqliteSessionStore({self._where!r})"
+
+    # -- writing ----------------------------------------------------------------------------------------
+    def _acquire(self, conn: sqlite3.Connection) -> None:
+        """Take the writer lease (inside the caller's transaction)."""
+        holder = self.store._live_holder(conn, self._session_id, self._token)
+        if holder is not None:
+            self._token = None
+            self._log = None
+            raise SessionLockedError(
+                f"session {self._session_id!r} is being written by {holder}; one writer per session "
+                "(use another session id, or SqliteStore.release_session_lock if that writer is gone)",
+                path=self._where,
+            )
+        if self._token is None:
+            token = secrets.token_hex(16)
+            pid = os.getpid()
+            conn.execute(
+                "INSERT OR REPLACE INTO cs_writers VALUES (?, ?, ?, ?, ?, ?)",
+                (self._session_id, token, _HOST, pid, _process_start(pid), _now()),
+            )
+            self._token = token
+
+    def _holds_lease(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute(
+            "SELECT token FROM cs_writers WHERE session_id = ?", (self._session_id,)
+        ).fetchone()
+        if row is None or row[0] != self._token:
+            self._token = None
+            self._log = None
+            raise SessionLockedError(
+                "this writer lost the session's lease (released or taken over); nothing was written",
+                path=self._where,
+            )
+
+    def _session_key(self, conn: sqlite3.Connection) -> int:
+        """The session's integer key (its ``cs_sessions`` row is created on the first write)."""
+        conn.execute(
+            "INSERT OR IGNORE INTO cs_sessions (session_id, created_at) VALUES (?, ?)",
+            (self._session_id, _now()),
+        )
+        key: int = conn.execute(
+            "SELECT id FROM cs_sessions WHERE session_id = ?", (self._session_id,)
+        ).fetchone()[0]
+        return key
+
+    def _open_log(self, conn: sqlite3.Connection) -> ChunkedLog:
+        if self._log is None:
+            self._key = self._session_key(conn)
+            rows = conn.execute(
+                "SELECT seq, data FROM cs_log_chunks WHERE session = ? ORDER BY seq", (self._key,)
+            ).fetchall()
+            latest = conn.execute(
+                "SELECT record FROM cs_checkpoints WHERE session = ? ORDER BY seq DESC LIMIT 1", (self._key,)
+            ).fetchone()
+            self._log = ChunkedLog.rebuild(rows, latest[0] if latest else None, where=self._where)
+        return self._log
+
+    def save(self, data: CheckpointData, *, trusted_prefix: bool = False) -> str:
+        """Store one checkpoint (its log chunk and record in one transaction); returns its id."""
+        where = reference(self.store.url, self._session_id, data.checkpoint_id)
+        if data.step_number < 0:
+            raise CheckpointSaveError(f"step_number must be >= 0, got {data.step_number}", path=where)
+        with self.store._lock:
+            try:
+                with self.store._transaction(where, self.durability) as conn:
+                    if self._token is None:
+                        self._acquire(conn)
+                    else:
+                        self._holds_lease(conn)
+                    log = self._open_log(conn)
+                    prepared = log.prepare(data, trusted_prefix=trusted_prefix)
+                    conn.execute(
+                        "INSERT INTO cs_log_chunks VALUES (?, ?, ?)",
+                        (self._key, prepared.seq, prepared.chunk),
+                    )
+                    conn.execute(
+                        "INSERT INTO cs_checkpoints VALUES (?, ?, ?, ?, ?, ?)",
+                        (
+                            self._key,
+                            data.checkpoint_id,
+                            data.step_number,
+                            prepared.seq,
+                            data.context,
+                            prepared.record_bytes,
+                        ),
+                    )
+            except sqlite3.IntegrityError as exc:
+                self._log = None  # re-read the log before the next save: another writer may have added to it
+                raise CheckpointSaveError(_integrity_problem(exc), path=where) from exc
+            except sqlite3.Error as exc:
+                self._log = None
+                raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
+            except CheckpointError:
+                raise
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
+            log.adopt(prepared)
+        return data.checkpoint_id
+
+    def write_document(self, name: str, value: Any) -> None:
+        """(Re)write a session document in one transaction."""
+        where = reference(self.store.url, self._session_id, check_document_name(name, where=self._where))
+        try:
+            payload = encode_document(name, value)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointSaveError(f"could not encode document: {exc}", path=where) from exc
+        with self.store._lock:
+            try:
+                with self.store._transaction(where, self.durability) as conn:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO cs_documents VALUES (?, ?, ?, ?)",
+                        (self._session_key(conn), name, payload, _now()),
+                    )
+            except sqlite3.Error as exc:
+                raise CheckpointSaveError(f"could not write document: {exc}", path=where) from exc
+
+    def close(self) -> None:
+        """Release the writer lease (a later save takes it again)."""
+        token, self._token, self._log, self._key = self._token, None, None, None
+        if token is None:
+            return
+        with contextlib.suppress(sqlite3.Error, CheckpointError), self.store._lock:
+            self.store.connection().execute(
+                "DELETE FROM cs_writers WHERE session_id = ? AND token = ?", (self._session_id, token)
+            )
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # -- reading ----------------------------------------------------------------------------------------
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self.store._lock:
+            try:
+                return self.store.connection().execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise CheckpointError(f"cannot read the SQLite store: {exc}", path=self._where) from exc
+
+    def list_checkpoints(self) -> list[str]:
+        rows = self._query(
+            f"SELECT checkpoint_id FROM cs_checkpoints WHERE session = {_KEY} ORDER BY step_number",
+            (self._session_id,),
+        )
+        return [row[0] for row in rows]
+
+    def next_step_number(self) -> int:
+        rows = self._query(
+            f"SELECT coalesce(max(step_number) + 1, 0) FROM cs_checkpoints WHERE session = {_KEY}",
+            (self._session_id,),
+        )
+        return int(rows[0][0])
+
+    def load(self, checkpoint_id: str) -> CheckpointData:
+        where = reference(self.store.url, self._session_id, str(checkpoint_id))
+        with self.store._lock:
+            conn = self.store.connection()
+            try:
+                conn.execute("BEGIN")  # one snapshot for the record and its chunks
+                try:
+                    row = conn.execute(
+                        f"SELECT seq, record, session FROM cs_checkpoints WHERE session = {_KEY} "
+                        "AND checkpoint_id = ?",
+                        (self._session_id, str(checkpoint_id)),
+                    ).fetchone()
+                    if row is None:
+                        raise CheckpointNotFoundError(
+                            f"no checkpoint {checkpoint_id!r} in session {self._session_id!r}", path=where
+                        )
+                    seq, raw, key = row
+                    chunks = conn.execute(
+                        "SELECT seq, data FROM cs_log_chunks WHERE session = ? AND seq <= ? ORDER BY seq",
+                        (key, seq),
+                    ).fetchall()
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise CheckpointError(f"cannot read the SQLite store: {exc}", path=where) from exc
+        return decode_stored(
+            raw, seq, str(checkpoint_id), lambda: join_chunks(chunks, seq, where=where), where=where
+        )
+
+    def locate(self, checkpoint_id: str) -> str:
+        return reference(self.store.url, self._session_id, checkpoint_id)
+
+    def read_document(self, name: str) -> Any:
+        rows = self._query(
+            f"SELECT value FROM cs_documents WHERE session = {_KEY} AND name = ?", (self._session_id, name)
+        )
+        if not rows:
+            return None
+        return decode_document(name, rows[0][0], where=reference(self.store.url, self._session_id, name))
+
+    def list_documents(self) -> list[str]:
+        """Names of the session's documents, sorted."""
+        rows = self._query(
+            f"SELECT name FROM cs_documents WHERE session = {_KEY} ORDER BY name", (self._session_id,)
+        )
+        return [row[0] for row in rows]
+
+
+def _integrity_problem(exc: Exception) -> str:
+    text = str(exc)
+    if "step_number" in text:
+        return f"a checkpoint with this step number already exists in the session ({text})"
+    if "checkpoint_id" in text:
+        return f"a checkpoint with this id already exists; refusing to overwrite ({text})"
+    return f"another writer added to this session's log; nothing was written ({text})"
