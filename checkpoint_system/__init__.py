@@ -30,7 +30,16 @@ from .recording import (
     use_recording,
 )
 from .restorer import CheckpointRestorer, ContinuationResult, RestoredChat
+from .storage import (
+    CheckpointStore,
+    FileStore,
+    SessionStore,
+    export_checkpoint,
+    load_reference,
+    open_store,
+)
 from .storage.files import FileSessionStore, read_checkpoint_file
+from .storage.transfer import copy_session, export_session, import_session
 from .termination import (
     TerminationCondition,
     all_of,
@@ -50,10 +59,12 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointRestorer",
     "CheckpointSaveError",
+    "CheckpointStore",
     "CheckpointingGroupChatManager",
     "ContinuationResult",
     "CorruptCheckpointError",
     "FileSessionStore",
+    "FileStore",
     "GroupChatState",
     "Intervention",
     "InterventionError",
@@ -66,14 +77,21 @@ __all__ = [
     "RestoredChat",
     "RosterMismatchError",
     "SessionLockedError",
+    "SessionStore",
     "TerminationCaptureWarning",
     "TerminationCondition",
     "UnsupportedFormatError",
     "all_of",
     "any_of",
     "checkpoint_json_schema",
+    "copy_session",
     "default_session_dir",
+    "export_checkpoint",
+    "export_session",
+    "import_session",
     "live_client",
+    "load_reference",
+    "open_store",
     "read_checkpoint_file",
     "recording_llm_config",
     "terminate_endswith",

@@ -55,6 +55,10 @@ class SessionStore(Protocol):
         """A session document, or None if absent."""
         ...
 
+    def list_documents(self) -> list[str]:
+        """Names of the session's documents, sorted."""
+        ...
+
     def close(self) -> None:
         """Release the writer lease and any connection (a later save reacquires them)."""
         ...
