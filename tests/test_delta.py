@@ -466,7 +466,8 @@ def test_continue_from_replayed_log() -> None:
     new_lines = [orjson.loads(line) for line in encoded.log_bytes.splitlines()]
     assert not any("mt" in r or "ht" in r or "ac" in r or "hd" in r or "r" in r for r in new_lines)
     # the group message, then each agent's and the manager's copy of it
-    assert sum(1 for r in new_lines if "m" in r or "g" in r) == 1 + len(AGENTS) + 1
+    copies = sum(len(r["H"]) if "H" in r else 1 for r in new_lines if "m" in r or "g" in r)
+    assert copies == 1 + len(AGENTS) + 1
     assert_same(session.load(10), frozen(chat.snapshot(10)))
     assert_same(session.load(4), expected[4])
 

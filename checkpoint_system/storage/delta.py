@@ -22,8 +22,10 @@ Log record kinds, one JSON object per line::
     {"hd": h, "a": label, "p": peer}   history h is agent ``label``'s history with ``peer``
     {"h": h, "m": msg}                 message appended to history h
     {"h": h, "g": j, "o": {..}, "x": [..]}  appended to history h: group chat message j with the keys
-                                       of ``o`` replaced and the keys in ``x`` removed (the usual case:
-                                       an agent's copy of a group chat message differs only in ``role``)
+                                       of ``o`` replaced and the keys in ``x`` removed (an agent's copy
+                                       of a group chat message differs only in ``role``/``name``)
+    {"H": [h, ...], "g": j, ...}       the same, appended to several histories at once (the usual case:
+                                       a message reaches every agent, two lines cover them all)
     {"ht": h, "n": k}                  history h truncated to k
     {"hx": h}                          history h dropped
 
@@ -243,6 +245,7 @@ class DeltaEncoder:
             record["speaker"] = manager_fields.get("current_speaker")
             if manager_fields.get("step_counter", data.step_number) != data.step_number:
                 record["step_counter"] = manager_fields["step_counter"]
+        job.emit_grouped()
         if data.groupchat_state is not None:
             values = _fields(data.groupchat_state)
             position = {k: values.pop(k) for k in _GROUPCHAT_POSITION if k in values}
@@ -356,9 +359,17 @@ class _EncodeJob:
         self.roster: tuple[tuple[str, ...], str | None] | None = None
         self.identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = {}
         self.group_items: list[Any] = []
+        # histories that each got exactly one copy of a group chat message, by the reference they got
+        self.grouped: dict[bytes, list[int]] = {}
 
     def emit(self, record: dict[str, Any]) -> None:
         self.lines.append(dumps(record) + b"\n")
+
+    def emit_grouped(self) -> None:
+        """One ``{"H": [h, ...], "g": j, ...}`` line per distinct reference instead of one per history."""
+        for reference, histories in self.grouped.items():
+            self.lines.append(b'{"H":' + dumps(histories) + b"," + reference + b"}\n")
+        self.grouped.clear()
 
     def value(self, value: Any, intern: bool = True) -> Any:
         """Encode one JSON value, interning long strings (``intern=False``: look up only, log nothing)."""
@@ -447,7 +458,13 @@ class _EncodeJob:
                 self.lines.append(b'{"m":' + enc + b"}\n")
         else:
             head = b'{"h":' + str(history).encode() + b","
-            for item in items[keep:]:
+            tail = items[keep:]
+            if len(tail) == 1 and type(tail[0]) is dict:
+                reference = self._group_reference(tail[0])
+                if reference is not None:  # the common case: one copy of the newest group chat message
+                    self.grouped.setdefault(reference, []).append(history)
+                    tail, tail_encs = [], [None]
+            for item in tail:
                 if type(item) is not dict:
                     raise InvalidCheckpointError(
                         f"a message must be a JSON object, got {type(item).__name__}"
@@ -578,7 +595,15 @@ class LogReplay:
     def _apply(self, record: dict[str, Any]) -> None:
         if type(record) is not dict:
             raise TypeError("log record is not an object")
-        if "h" in record:
+        if "H" in record:
+            item = dict(self.messages[_index(record["g"])])
+            if "o" in record:
+                item.update(self._message(record["o"]))
+            for key in record.get("x", ()):
+                del item[key]
+            for hid in record["H"]:  # the histories share the item (readers copy what they keep)
+                self.histories[hid].append(item)
+        elif "h" in record:
             history = self.histories[record["h"]]
             if "g" in record:
                 item = dict(self.messages[_index(record["g"])])
