@@ -27,6 +27,8 @@ Log record kinds, one JSON object per line::
     {"H": [h, ...], "g": j, ...}       the same, appended to several histories at once (the usual case:
                                        a message reaches every agent, two lines cover them all)
     {"ht": h, "n": k}                  history h truncated to k
+    {"k": {...}, "f": name}            a checkpoint's sealed record (file store: its commit point; the
+                                       record file is published from it, and again after a crash)
     {"hx": h}                          history h dropped
 
 Agent labels are ``a:<name>`` for agents and ``m:<name>`` for the manager. A checkpoint record (format 3)
@@ -48,6 +50,7 @@ This module knows nothing of AG2 and nothing of files: it turns models into byte
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -595,61 +598,77 @@ class LogReplay:
     def _apply(self, record: dict[str, Any]) -> None:
         if type(record) is not dict:
             raise TypeError("log record is not an object")
-        if "H" in record:
-            item = dict(self.messages[_index(record["g"])])
-            if "o" in record:
-                item.update(self._message(record["o"]))
-            for key in record.get("x", ()):
-                del item[key]
-            for hid in record["H"]:  # the histories share the item (readers copy what they keep)
-                self.histories[hid].append(item)
-        elif "h" in record:
-            history = self.histories[record["h"]]
-            if "g" in record:
-                item = dict(self.messages[_index(record["g"])])
-                if "o" in record:
-                    item.update(self._message(record["o"]))
-                for key in record.get("x", ()):
-                    del item[key]
-                history.append(item)
-            else:
-                history.append(self._message(record["m"]))
-        elif "m" in record:
-            self.messages.append(self._message(record["m"]))
-        elif "s" in record:
-            if record["s"] != len(self.strings) or type(record["v"]) is not str:
-                raise ValueError(f"string record {record['s']!r} out of sequence")
-            self.strings.append(record["v"])
-        elif "d" in record:
-            if type(record["v"]) is not dict:
-                raise TypeError("counters record is not an object")
-            self.dynamic[str(record["d"])] = record["v"]
-        elif "ac" in record:
-            self.agent_configs[str(record["ac"])] = _index(record["c"])
-        elif "c" in record:
-            self.configs[_index(record["c"])] = record["v"]
-        elif "hd" in record:
-            hid = _index(record["hd"])
-            if hid in self.history_keys:
-                raise ValueError(f"history {hid} defined twice")
-            self.histories[hid] = []
-            self.history_keys[hid] = (str(record["a"]), str(record["p"]))
-        elif "ht" in record:
-            del self.histories[record["ht"]][_index(record["n"]) :]
-        elif "hx" in record:
-            del self.histories[_index(record["hx"])]
-        elif "mt" in record:
-            del self.messages[_index(record["mt"]) :]
-        elif "r" in record:
-            if type(record["r"]) is not list:
-                raise TypeError("roster is not a list")
-            self.roster = [str(label) for label in record["r"]]
-            self.manager_label = None if record.get("mg") is None else str(record["mg"])
-        else:
+        # the encoder writes each record's kind as its first key: dispatch on it
+        handler = _HANDLERS.get(next(iter(record), ""))
+        if handler is None:
             raise ValueError(f"unknown record {sorted(record)}")
+        handler(self, record)
+
+    def _copy_of_group_message(self, record: dict[str, Any]) -> dict[str, Any]:
+        item = dict(self.messages[_index(record["g"])])
+        if "o" in record:
+            item.update(self._message(record["o"]))
+        for key in record.get("x", ()):
+            del item[key]
+        return item
+
+    def _grouped(self, record: dict[str, Any]) -> None:
+        item = self._copy_of_group_message(record)
+        for hid in record["H"]:  # the histories share the item (readers copy what they keep)
+            self.histories[hid].append(item)
+
+    def _history_item(self, record: dict[str, Any]) -> None:
+        history = self.histories[record["h"]]
+        if "g" in record:
+            history.append(self._copy_of_group_message(record))
+        else:
+            history.append(self._message(record["m"]))
+
+    def _group_message(self, record: dict[str, Any]) -> None:
+        self.messages.append(self._message(record["m"]))
+
+    def _string(self, record: dict[str, Any]) -> None:
+        if record["s"] != len(self.strings) or type(record["v"]) is not str:
+            raise ValueError(f"string record {record['s']!r} out of sequence")
+        self.strings.append(record["v"])
+
+    def _counters(self, record: dict[str, Any]) -> None:
+        if type(record["v"]) is not dict:
+            raise TypeError("counters record is not an object")
+        self.dynamic[str(record["d"])] = record["v"]
+
+    def _agent_config(self, record: dict[str, Any]) -> None:
+        self.agent_configs[str(record["ac"])] = _index(record["c"])
+
+    def _config(self, record: dict[str, Any]) -> None:
+        self.configs[_index(record["c"])] = record["v"]
+
+    def _history_defined(self, record: dict[str, Any]) -> None:
+        hid = _index(record["hd"])
+        if hid in self.history_keys:
+            raise ValueError(f"history {hid} defined twice")
+        self.histories[hid] = []
+        self.history_keys[hid] = (str(record["a"]), str(record["p"]))
+
+    def _history_truncated(self, record: dict[str, Any]) -> None:
+        del self.histories[record["ht"]][_index(record["n"]) :]
+
+    def _history_dropped(self, record: dict[str, Any]) -> None:
+        del self.histories[_index(record["hx"])]
+
+    def _messages_truncated(self, record: dict[str, Any]) -> None:
+        del self.messages[_index(record["mt"]) :]
+
+    def _roster(self, record: dict[str, Any]) -> None:
+        if type(record["r"]) is not list:
+            raise TypeError("roster is not a list")
+        self.roster = [str(label) for label in record["r"]]
+        self.manager_label = None if record.get("mg") is None else str(record["mg"])
 
     def _message(self, encoded: Any) -> dict[str, Any]:
-        message = self.decode(encoded)
+        if type(encoded) is not dict:
+            raise TypeError("message record is not an object")
+        message = self._decode_dict(encoded)
         if type(message) is not dict:
             raise TypeError("message record is not an object")
         return message
@@ -657,15 +676,27 @@ class LogReplay:
     def decode(self, value: Any) -> Any:
         kind = type(value)
         if kind is dict:
-            if len(value) == 1:
-                if _STRING_REF in value:
-                    return self.strings[_index(value[_STRING_REF])]
-                if _LITERAL in value:
-                    return {k: self.decode(v) for k, v in value[_LITERAL].items()}
-            return {k: self.decode(v) for k, v in value.items()}
+            return self._decode_dict(value)
         if kind is list:
             return [self.decode(v) for v in value]
         return value
+
+    def _decode_dict(self, value: dict[str, Any]) -> Any:
+        if len(value) == 1:
+            if _STRING_REF in value:
+                return self.strings[_index(value[_STRING_REF])]
+            if _LITERAL in value:
+                return {k: self.decode(v) for k, v in value[_LITERAL].items()}
+        decoded = {}
+        for key, item in value.items():
+            kind = type(item)
+            if kind is dict:
+                decoded[key] = self._decode_dict(item)
+            elif kind is list:
+                decoded[key] = [self.decode(v) for v in item]
+            else:
+                decoded[key] = item
+        return decoded
 
     def history(self, hid: int, length: int, *, path: str | None) -> list[dict[str, Any]]:
         items = self.histories.get(hid)
@@ -689,6 +720,23 @@ class LogReplay:
             for hid, (owner, peer) in self.history_keys.items()
             if owner == label and hid in self.histories
         }
+
+
+_HANDLERS: dict[str, Callable[[LogReplay, dict[str, Any]], None]] = {
+    "H": LogReplay._grouped,
+    "h": LogReplay._history_item,
+    "m": LogReplay._group_message,
+    "s": LogReplay._string,
+    "d": LogReplay._counters,
+    "ac": LogReplay._agent_config,
+    "c": LogReplay._config,
+    "hd": LogReplay._history_defined,
+    "ht": LogReplay._history_truncated,
+    "hx": LogReplay._history_dropped,
+    "mt": LogReplay._messages_truncated,
+    "r": LogReplay._roster,
+    "k": lambda replay, record: None,  # a committed checkpoint record (the file store's commit point)
+}
 
 
 def _index(value: Any) -> int:
