@@ -228,7 +228,6 @@ class CheckpointManager:
             latest_checkpoint=checkpoint_id, checkpoint_count=self._checkpoint_count
         )
         self._last_saved_at = time.monotonic()
-        self._report_file_failures()
         if data.context == "conversation_start":
             self._session_metadata["status"] = "running"
         # Rewriting the metadata file costs a file creation: while a chat runs keep it current to within a
@@ -239,28 +238,6 @@ class CheckpointManager:
         ):
             self.update_session_metadata()
         return checkpoint_id
-
-    def flush(self) -> None:
-        """Wait until every checkpoint file is written; report failures per ``on_save_error``."""
-        flush = getattr(self.store, "flush", None)
-        if flush is not None:
-            flush()
-        self._report_file_failures()
-
-    def _report_file_failures(self) -> None:
-        """Files a store writes in the background (the file store) are reported here, per the policy.
-
-        Their checkpoints are committed in the session log and their files are written from it when the
-        session is next opened, so nothing is lost; the user is told all the same.
-        """
-        take = getattr(self.store, "take_failures", None)
-        for failure in take() if take is not None else []:
-            self.failed_saves.append({"context": "checkpoint_file", "error": str(failure)})
-            if self.on_save_error == "raise":
-                raise failure
-            warnings.warn(f"checkpoint not saved to its file: {failure}", RuntimeWarning, stacklevel=4)
-            with contextlib.suppress(CheckpointError, OSError):
-                self.update_session_metadata(failed_saves=self.failed_saves)
 
     def _save_failed(self, data: CheckpointData, exc: CheckpointError) -> str | None:
         failure = {"step_number": data.step_number, "context": data.context, "error": str(exc)}
@@ -286,7 +263,6 @@ class CheckpointManager:
         Returns the file's path for a session directory (None for a database store).
         """
         checkpoints = self.list_checkpoints()
-        self._report_file_failures()
         self.update_session_metadata(
             checkpoints=checkpoints,
             checkpoint_count=len(checkpoints),

@@ -275,7 +275,6 @@ class CheckpointingGroupChatManager(GroupChatManager):
                 if run.pending:  # e.g. AG2's async loop ends on a termination message before broadcasting it
                     self._checkpoint_pending(run, delivered=False)
                 self._checkpoint(run, "conversation_end", {"termination_reason": reason})
-                self.checkpoint_manager.flush()  # every checkpoint file written (or its failure reported)
             except Exception as exc:  # recorded below, then raised: the session must not claim success
                 failure = exc
             status = "completed" if failure is None else "error"

@@ -251,9 +251,6 @@ def fill(
         checkpoint_id = session.save(data, trusted_prefix=True)
         assert checkpoint_id == data.checkpoint_id
         saved[checkpoint_id] = data.model_copy(deep=True)
-    # the file store writes the live path's newest record file in the background: flush() makes it
-    # visible to other readers at once (the databases show every save at once)
-    getattr(session, "flush", lambda: None)()
     return saved
 
 

@@ -38,6 +38,7 @@ CHILD = TESTS_DIR / "crash_child.py"
 #: Stray files a killed writer may leave next to the checkpoints (never listed as checkpoints).
 STRAY = re.compile(r"^\.checkpoint_.*\.tmp$")
 LOG = "message_log.jsonl"
+COMMIT = "committed.jsonl"
 
 
 class Child:
@@ -88,12 +89,13 @@ def _reported(progress: Path) -> list[tuple[str, int]]:
 
 
 def _check_files(session: Path) -> list[str]:
-    """Every file next to the checkpoints is a checkpoint, the log, or a stray temporary; returns the ids."""
+    """Every file next to the checkpoints is a checkpoint, the log, the commit file or a stray temporary;
+    returns the ids."""
     directory = session / "checkpoints"
     ids = FileSessionStore(session).list_checkpoints()
     listed = {f"{cid}.json" for cid in ids}
     for name in os.listdir(directory):
-        assert name in listed or name == LOG or STRAY.match(name), f"unexpected file {name}"
+        assert name in listed or name in (LOG, COMMIT) or STRAY.match(name), f"unexpected file {name}"
     for cid in ids:
         assert re.fullmatch(r"checkpoint_\d+_[A-Za-z0-9_-]+", cid), cid
     return ids

@@ -97,7 +97,6 @@ def fill(store: FileSessionStore, chat: Chat, steps: range) -> list[tuple[str, C
         data = chat.checkpoint(step)
         path = store.path_of(store.save(data, trusted_prefix=True))
         saved.append((path.stem, data.model_copy(deep=True)))
-    store.flush()  # the live path publishes the newest file in the background
     return saved
 
 
@@ -241,23 +240,22 @@ def test_failed_publish_rolls_back_the_log(
         chat.say(step)
     data = chat.checkpoint(12)
 
-    real_link = files._link_no_clobber
+    real_publish = files._publish
 
-    def racing_link(tmp: Path, path: Path) -> None:  # another file appears after the existence check
+    def racing_publish(path: Path, data: bytes, *, fsync: bool) -> None:  # a file appears meanwhile
         path.write_text("racer")
-        real_link(tmp, path)
+        real_publish(path, data, fsync=fsync)
 
-    monkeypatch.setattr(files, "_link_no_clobber", racing_link)
+    monkeypatch.setattr(files, "_publish", racing_publish)
     with pytest.raises(CheckpointSaveError):
         store.save(data)
     assert log.stat().st_size == size  # the appended bytes were taken back
     store.path_of(files._file_name_for(data)).unlink()
 
-    def disk_full(path: Path, data: bytes, *, fsync: bool) -> Path:
+    def disk_full(path: Path, data: bytes, *, fsync: bool) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(files, "_link_no_clobber", real_link)
-    monkeypatch.setattr(files, "_write_temp", disk_full)
+    monkeypatch.setattr(files, "_publish", disk_full)
     with pytest.raises(CheckpointSaveError, match="No space left"):
         store.save(data)
     assert log.stat().st_size == size

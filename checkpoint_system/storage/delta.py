@@ -580,17 +580,20 @@ class LogReplay:
             return
         if not data.endswith(b"\n"):
             raise CorruptCheckpointError("session log ends inside a record (truncated write)", path=path)
-        try:
-            records = orjson.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
-        except orjson.JSONDecodeError as exc:
-            raise CorruptCheckpointError(f"session log is not valid JSON: {exc}", path=path) from exc
         collecting = gc.isenabled()
         gc.disable()  # tens of thousands of small objects: full collections would dominate the replay
         try:
-            for record in records:
-                self._apply(record)
-        except (KeyError, TypeError, IndexError, ValueError, AttributeError, RecursionError) as exc:
-            raise CorruptCheckpointError(f"session log has a malformed record: {exc!r}", path=path) from exc
+            try:
+                records = orjson.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
+            except orjson.JSONDecodeError as exc:
+                raise CorruptCheckpointError(f"session log is not valid JSON: {exc}", path=path) from exc
+            try:
+                for record in records:
+                    self._apply(record)
+            except (KeyError, TypeError, IndexError, ValueError, AttributeError, RecursionError) as exc:
+                raise CorruptCheckpointError(
+                    f"session log has a malformed record: {exc!r}", path=path
+                ) from exc
         finally:
             if collecting:
                 gc.enable()

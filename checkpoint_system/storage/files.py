@@ -4,14 +4,17 @@ Layout::
 
     <session>/checkpoints/checkpoint_<step>_<context>_<timestamp>.json   small checkpoint records
     <session>/checkpoints/message_log.jsonl                              strings, configs, messages
+    <session>/checkpoints/committed.jsonl                                one line per committed record
     <session>/session_metadata.json, chat_history.json, ...             written by CheckpointManager
 
-Crash safety: a checkpoint's log bytes are appended before its record is published, and records are
-published by an atomic, no-clobber link of a fully written temporary file. A killed process therefore
-leaves only complete checkpoints; a torn log tail belongs to no checkpoint and is cut on the next open.
-If publishing fails (the name exists, the disk is full), the bytes just appended are cut off again, so the
-log never holds records the writer's state does not know of. With ``durability="fsync"`` every write is
-also flushed to the device (survives power loss).
+Crash safety: a checkpoint's log bytes are appended first, then its record file is created under its final
+name with one write (no temporary and no rename: creating files is the costliest step on a busy disk), then
+a line of ``committed.jsonl`` commits it. A killed writer leaves at worst a log tail no record refers to and
+a record file that is missing or short; the next open (for writing, or by a reader once no writer holds
+the session) rewrites such files from ``committed.jsonl``, so every listed checkpoint is complete. If a save
+fails (the name exists, the disk is full), what it appended is cut off again, so the log never holds
+records the writer's state does not know of. With ``durability="fsync"`` every write is also flushed to the
+device (survives power loss).
 
 ``export_checkpoint`` writes a standalone "inline" document (the whole ``CheckpointData``, no log), and
 ``read_checkpoint_file`` reads all three kinds: log-layout records, inline documents and seed-era files.
@@ -19,17 +22,13 @@ also flushed to the device (survives power loss).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
 import hashlib
 import os
-import queue
 import re
 import secrets
 import shutil
-import threading
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,8 @@ except ImportError:  # pragma: no cover
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_FILE = "message_log.jsonl"
+#: One line per committed checkpoint (its sealed record): the commit point, and what repairs files.
+COMMIT_FILE = "committed.jsonl"
 LOCK_FILE = ".writer.lock"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)_.*\.json$")
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
@@ -177,74 +178,24 @@ def export_checkpoint(data: CheckpointData, path: str | Path, *, fsync: bool = F
     return path
 
 
-class _Publisher:
-    """Writes checkpoint record files on a background thread.
-
-    Creating a file costs 0.1 to 1 ms on a loaded virtual disk, more than everything else a checkpoint
-    does; the log append (which holds the sealed record too) is the commit point, so the file can be
-    written while the chat computes its next message. ``flush`` waits for it and raises its failure.
-    """
-
-    def __init__(self, fsync: bool) -> None:
-        self._fsync = fsync
-        self._queue: queue.Queue[tuple[Path, bytes] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="checkpoint-files", daemon=True)
-        self._thread.start()
-        _publishers.add(self)
-
-    def submit(self, path: Path, data: bytes) -> None:
-        self._queue.put((path, data))
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            try:
-                if item is None:
-                    return
-                if self._error is None:
-                    try:
-                        _publish(*item, fsync=self._fsync)
-                    except BaseException as exc:  # reported to the writer by flush()/save()
-                        self._error = exc
-            finally:
-                self._queue.task_done()
-
-    def wait(self) -> list[CheckpointSaveError]:
-        """Wait for the file in flight; return its failure (if any) as a ``CheckpointSaveError``."""
-        self._queue.join()
-        error, self._error = self._error, None
-        if error is None:
-            return []
-        if isinstance(error, CheckpointSaveError):
-            return [error]
-        failure = CheckpointSaveError(f"could not write a checkpoint file: {error}")
-        failure.__cause__ = error
-        return [failure]
-
-    def stop(self) -> None:
-        self._queue.join()
-        self._queue.put(None)
-        self._thread.join()
-
-
-_publishers: weakref.WeakSet[_Publisher] = weakref.WeakSet()
-
-
-@atexit.register
-def _flush_publishers_at_exit() -> None:  # a normal interpreter exit publishes every pending file
-    for publisher in list(_publishers):
-        with contextlib.suppress(Exception):
-            publisher.stop()
-
-
 def _publish(path: Path, data: bytes, *, fsync: bool) -> None:
-    """Publish a record file all at once, never over an existing file."""
-    tmp = _write_temp(path, data, fsync=fsync)
+    """Create a record file under its final name with one write (never over an existing file).
+
+    A writer killed between the create and the write leaves a short file; the record is committed in
+    ``committed.jsonl``, from which ``_repair_records`` rewrites it when the session is next opened.
+    """
     try:
-        _link_no_clobber(tmp, path)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError as exc:
+        raise CheckpointSaveError(
+            "a file with this name already exists; refusing to overwrite", path=path
+        ) from exc
+    try:
+        _write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
     finally:
-        _unlink_quietly(tmp)
+        os.close(fd)
     if fsync:
         _fsync_dir(path.parent)
 
@@ -253,14 +204,14 @@ _RECORD_LINE = b'{"k":'
 
 
 def _record_line(record: bytes, name: str) -> bytes:
-    """The log line that commits a checkpoint: its sealed record and its file name."""
+    """The line of ``committed.jsonl`` that commits a checkpoint: its sealed record and its file name."""
     return _RECORD_LINE + record + b',"f":' + orjson.dumps(name) + b"}\n"
 
 
-def _unpublished_records(log: bytes, checkpoint_dir: Path) -> list[tuple[Path, bytes]]:
-    """Records committed in the log whose file is missing (the writer was killed before publishing)."""
-    missing = []
-    for line in log.split(b"\n"):
+def _committed_records(committed: bytes) -> dict[str, bytes]:
+    """File name -> sealed record bytes of every checkpoint ``committed.jsonl`` commits."""
+    records: dict[str, bytes] = {}
+    for line in committed.split(b"\n"):
         if not line.startswith(_RECORD_LINE):
             continue
         try:
@@ -268,13 +219,50 @@ def _unpublished_records(log: bytes, checkpoint_dir: Path) -> list[tuple[Path, b
             name = entry["f"]
             record = entry["k"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
-            continue
-        if not isinstance(name, str) or not _CHECKPOINT_NAME.match(name) or not _SAFE_FILE_NAME.match(name):
-            continue
+            continue  # a torn last line: that checkpoint was never committed
+        if isinstance(name, str) and _CHECKPOINT_NAME.match(name) and _SAFE_FILE_NAME.match(name):
+            records[name] = record_bytes(record)
+    return records
+
+
+def _open_commit_file(checkpoint_dir: Path) -> int:
+    """The commit file, opened for appending; a torn last line (a killed writer's) is cut."""
+    fd = os.open(checkpoint_dir / COMMIT_FILE, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        existing = _read_all(fd)
+        complete = existing.rfind(b"\n") + 1
+        if complete != len(existing):
+            os.ftruncate(fd, complete)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _repair_records(checkpoint_dir: Path, *, fsync: bool) -> None:
+    """After a killed writer: rewrite committed record files that are missing or short, and remove the
+    unreadable file of a checkpoint that was never committed (killed between creating and writing it)."""
+    try:
+        committed = _committed_records((checkpoint_dir / COMMIT_FILE).read_bytes())
+    except FileNotFoundError:
+        return  # a session written before commit files existed: its records were published atomically
+    for name, data in committed.items():
         path = checkpoint_dir / name
-        if not os.path.lexists(path):
-            missing.append((path, record_bytes(record)))
-    return missing
+        try:
+            complete = path.stat().st_size == len(data)
+        except FileNotFoundError:
+            complete = False
+        if not complete:
+            write_file_atomic(path, data, overwrite=True, fsync=fsync)
+    for entry in os.scandir(checkpoint_dir):
+        if entry.name in committed or not _CHECKPOINT_NAME.match(entry.name):
+            continue
+        try:
+            orjson.loads(Path(entry.path).read_bytes())
+        except orjson.JSONDecodeError:
+            _unlink_quietly(Path(entry.path))  # our own torn, uncommitted record: no checkpoint lost
+        except OSError:
+            continue
 
 
 class FileSessionStore:
@@ -294,8 +282,7 @@ class FileSessionStore:
         self._log_size = 0
         self._log_hash = hashlib.sha256()
         self._lock_fd: int | None = None
-        self._publisher: _Publisher | None = None
-        self._failures: list[CheckpointSaveError] = []
+        self._commit_fd: int | None = None
         self._recovered_at: tuple[int, int] | None = None  # (log size, mtime) of the last recovery
 
     # -- writing ------------------------------------------------------------------------------------------
@@ -318,8 +305,8 @@ class FileSessionStore:
             replay = LogReplay()
             replay.apply_bytes(complete, path=str(log_path))
             encoder.load_state(replay)
-            for path, data in _unpublished_records(complete, self.checkpoint_dir):
-                _publish(path, data, fsync=self.durability == "fsync")
+            _repair_records(self.checkpoint_dir, fsync=self.durability == "fsync")
+            self._commit_fd = _open_commit_file(self.checkpoint_dir)
             if self.durability == "fsync":
                 os.fsync(fd)
                 _fsync_dir(self.checkpoint_dir)
@@ -357,10 +344,11 @@ class FileSessionStore:
 
     def _forget_log(self) -> None:
         """Drop the in-memory log state; the next save re-reads the log from disk (keeps the lock)."""
-        if self._log_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._log_fd)
-        self._log_fd = None
+        for fd in (self._log_fd, self._commit_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._log_fd = self._commit_fd = None
         self._encoder = None
 
     @property
@@ -371,10 +359,12 @@ class FileSessionStore:
     def save(self, data: CheckpointData, *, trusted_prefix: bool = False) -> str:
         """Write one checkpoint; returns its id (the file's stem, see ``path_of``).
 
-        The checkpoint is committed by one append to the session log that also holds its sealed record;
-        its own file is then published atomically, right away, or (``trusted_prefix``, the live chat's
-        path) by a background thread, which ``list_checkpoints``, ``load``, ``flush`` and ``close`` wait
-        for. After a crash, files the log committed but nobody published are published on the next open.
+        Order: the checkpoint's log bytes are appended, its record file is created under its final name
+        with one write (creating a file is the costliest step on a busy disk: one create, no temporary,
+        no rename), then one line of ``committed.jsonl`` commits it. A writer killed in between leaves at
+        worst an unreferenced log tail or a record file that is missing or short: the next open (for
+        writing, or by a reader once no writer holds the session) rewrites such files from
+        ``committed.jsonl`` and cuts the rest, so every listed checkpoint is complete.
 
         Raises ``CheckpointSaveError`` on any I/O failure, if the checkpoint's file already exists (files are
         never overwritten) or if the step number is negative; ``SessionLockedError`` if another writer holds
@@ -386,11 +376,11 @@ class FileSessionStore:
             )
         path = self.checkpoint_dir / _file_name_for(data)
         committed = False
+        published = False
         log_written = False
         old_size = self._log_size
         try:
             encoder = self._open_for_writing()
-            self.flush()  # at most one file in flight: the previous checkpoint's
             old_size = self._log_size
             if os.path.lexists(path):
                 raise CheckpointSaveError(
@@ -406,58 +396,40 @@ class FileSessionStore:
                 encoded.record, size=prefix_size, sha256=new_hash.hexdigest(), location={"file": LOG_FILE}
             )
             sealed = record_bytes(record)
-            line = _record_line(sealed, path.name)
-            # one append holds the checkpoint's log records and its sealed record: the commit point
             log_written = True
-            _write_all(self._log_fd, encoded.log_bytes + line)
+            _write_all(self._log_fd, encoded.log_bytes)
             if fsync:
                 os.fsync(self._log_fd)
-            if not trusted_prefix:  # an explicit save: its file exists when save returns, or nothing does
-                _publish(path, sealed, fsync=fsync)
+            _publish(path, sealed, fsync=fsync)  # one create + one write (a kill may tear it: see below)
+            published = True
+            assert self._commit_fd is not None
+            _write_all(self._commit_fd, _record_line(sealed, path.name))  # the commit point
             committed = True
-            new_hash.update(line)
-            self._log_size, self._log_hash = prefix_size + len(line), new_hash
+            if fsync:
+                os.fsync(self._commit_fd)
+            self._log_size, self._log_hash = prefix_size, new_hash
             encoder.commit(encoded)
         except BaseException as exc:
             if committed:  # interrupted after the commit point: re-read the log next time
                 self._forget_log()
-            elif log_written:  # the appended bytes belong to no checkpoint: take them back
-                self._truncate_log(old_size)
+            else:
+                if published:  # its commit line could not be written: the file must not stay either
+                    _unlink_quietly(path)
+                if log_written:  # the appended bytes belong to no checkpoint: take them back
+                    self._truncate_log(old_size)
             if isinstance(exc, CheckpointError):
                 raise
             if isinstance(exc, (OSError, TypeError, ValueError)):
                 raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=path) from exc
             raise
-        if not trusted_prefix:
-            return path.stem
-        # A live chat's checkpoint: its file is written on a background thread while the chat goes on, and
-        # the next save (or list/load/flush/close) waits for it, so at most the newest file is in flight
-        # and a failure to write it is raised by the next save.
-        if self._publisher is None:
-            self._publisher = _Publisher(fsync=self.durability == "fsync")
-        self._publisher.submit(path, sealed)
         return path.stem
-
-    def flush(self) -> None:
-        """Wait until every saved checkpoint's file is written; failures go to ``take_failures``."""
-        if self._publisher is not None:
-            self._failures.extend(self._publisher.wait())
-
-    def take_failures(self) -> list[CheckpointSaveError]:
-        """Files of committed checkpoints that could not be written since the last call.
-
-        The checkpoints themselves are committed in the session log; their files are written from it when
-        the session is next opened (for writing, or for reading once no writer holds it).
-        """
-        failures, self._failures = self._failures, []
-        return failures
 
     def _recover_unpublished(self) -> None:
         """A reader's repair after a killed writer: publish records the log committed but no file has.
 
         Only when no writer holds the session (a live writer publishes its own files).
         """
-        log_path = self.checkpoint_dir / LOG_FILE
+        log_path = self.checkpoint_dir / COMMIT_FILE
         try:
             stat = log_path.stat()
         except OSError:
@@ -477,10 +449,8 @@ class FileSessionStore:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return  # a live writer: it publishes its own files
-            log = log_path.read_bytes()
-            for path, data in _unpublished_records(log[: log.rfind(b"\n") + 1], self.checkpoint_dir):
-                with contextlib.suppress(CheckpointError, OSError):
-                    _publish(path, data, fsync=self.durability == "fsync")
+            with contextlib.suppress(CheckpointError, OSError):
+                _repair_records(self.checkpoint_dir, fsync=self.durability == "fsync")
             self._recovered_at = (stat.st_size, stat.st_mtime_ns)
         finally:
             os.close(fd)  # releases the lock
@@ -534,11 +504,8 @@ class FileSessionStore:
         return str(self.path_of(checkpoint_id))
 
     def close(self) -> None:
-        """Publish pending files, then release the log and the writer lock (a later save reopens them)."""
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            publisher.stop()
-        for attr in ("_log_fd", "_lock_fd"):
+        """Release the log and the writer lock (a later save reopens them)."""
+        for attr in ("_log_fd", "_commit_fd", "_lock_fd"):
             fd = getattr(self, attr)
             if fd is not None:
                 os.close(fd)
@@ -554,10 +521,7 @@ class FileSessionStore:
         """Checkpoint ids of this session in step order."""
         if not self.checkpoint_dir.is_dir():
             return []
-        if self._publisher is not None:
-            self.flush()
-        else:
-            self._recover_unpublished()
+        self._recover_unpublished()
         found = []
         for entry in os.scandir(self.checkpoint_dir):
             match = _CHECKPOINT_NAME.match(entry.name)
