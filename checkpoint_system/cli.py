@@ -31,7 +31,8 @@ def load_factory(spec: str) -> Callable[..., Any]:
     return factory  # type: ignore[no-any-return]
 
 
-def _interventions(args: argparse.Namespace) -> list[Intervention]:
+def interventions_from_args(args: argparse.Namespace) -> list[Intervention]:
+    """The interventions asked for with --edit/--content, --replace/--message, --remove, --append/--as."""
     changes: list[Intervention] = []
     if args.edit is not None:
         if args.content is None:
@@ -90,7 +91,7 @@ def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | N
         on_mismatch=args.on_mismatch,
         model_clients=model_clients,
     )
-    changes = _interventions(args)
+    changes = interventions_from_args(args)
     if args.use_async:
         import asyncio
 

@@ -305,15 +305,9 @@ class CheckpointRestorer:
         store: CheckpointStore | str | None = None,
     ) -> ContinuationResult:
         """Restore and run at most ``max_rounds`` new messages (``None``: the original remaining budget)."""
-        restored = self.restore(
-            checkpoint_file,
-            interventions=interventions,
-            continuation_dir=continuation_dir,
-            force=force,
-            store=store,
+        restored, start = self._start(
+            checkpoint_file, max_rounds, interventions, force, continuation_dir, store
         )
-        start = len(restored.groupchat.messages)
-        self._write_metadata(restored, status="running", rounds_requested=max_rounds)
         try:
             ok, reason = restored.manager.continue_from_loaded_state(max_rounds, force=force)
         except BaseException as exc:
@@ -332,6 +326,26 @@ class CheckpointRestorer:
         store: CheckpointStore | str | None = None,
     ) -> ContinuationResult:
         """Async ``continue_from`` (AG2's ``a_run_chat`` drives the chat)."""
+        restored, start = self._start(
+            checkpoint_file, max_rounds, interventions, force, continuation_dir, store
+        )
+        try:
+            ok, reason = await restored.manager.a_continue_from_loaded_state(max_rounds, force=force)
+        except BaseException as exc:
+            self._write_metadata(restored, status="error", error=f"{type(exc).__name__}: {exc}")
+            raise
+        return self._finish(restored, ok, reason, start, max_rounds)
+
+    def _start(
+        self,
+        checkpoint_file: str | Path,
+        max_rounds: int | None,
+        interventions: Iterable[Intervention],
+        force: bool,
+        continuation_dir: str | Path | None,
+        store: CheckpointStore | str | None,
+    ) -> tuple[RestoredChat, int]:
+        """Restore and mark the continuation as running; returns it and the transcript length."""
         restored = self.restore(
             checkpoint_file,
             interventions=interventions,
@@ -339,14 +353,8 @@ class CheckpointRestorer:
             force=force,
             store=store,
         )
-        start = len(restored.groupchat.messages)
         self._write_metadata(restored, status="running", rounds_requested=max_rounds)
-        try:
-            ok, reason = await restored.manager.a_continue_from_loaded_state(max_rounds, force=force)
-        except BaseException as exc:
-            self._write_metadata(restored, status="error", error=f"{type(exc).__name__}: {exc}")
-            raise
-        return self._finish(restored, ok, reason, start, max_rounds)
+        return restored, len(restored.groupchat.messages)
 
     # -- internals -----------------------------------------------------------------------------------------
     def _finish(

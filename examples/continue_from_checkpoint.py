@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import json
 import logging
 import sys
 from pathlib import Path
@@ -32,10 +31,9 @@ from checkpoint_system import (
     CheckpointData,
     CheckpointError,
     CheckpointRestorer,
-    Intervention,
     read_checkpoint_file,
 )
-from checkpoint_system.cli import add_continue_arguments, run_continue
+from checkpoint_system.cli import add_continue_arguments, interventions_from_args, run_continue
 from checkpoint_system.recording import RECORDING_FILE
 from checkpoint_system.restorer import new_continuation_dir
 
@@ -46,33 +44,10 @@ def session_of(checkpoint_file: Path) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
-def interventions_from(args: argparse.Namespace) -> list[Intervention]:
-    """The interventions asked for on the command line (--edit, --replace, --remove, --append)."""
-    changes: list[Intervention] = []
-    if args.edit is not None:
-        if args.content is None:
-            raise SystemExit("--edit needs --content")
-        changes.append(Intervention.edit(args.edit, args.content))
-    if args.replace is not None:
-        if args.message is None:
-            raise SystemExit("--replace needs --message '<json object>'")
-        try:
-            changes.append(Intervention.replace(args.replace, json.loads(args.message)))
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"--message is not valid JSON: {exc}") from exc
-    if args.remove is not None:
-        changes.append(Intervention.remove(args.remove))
-    if args.append is not None:
-        if not args.speaker:
-            raise SystemExit("--append needs --as <agent name>")
-        changes.append(Intervention.append(args.append, args.speaker))
-    return changes
-
-
 def continue_mathchat(args: argparse.Namespace, checkpoint: CheckpointData) -> int:
     """Continue a math-chat session with the example's agents, replaying its recorded LLM answers."""
     setup = mathchat.setup_for_checkpoint(checkpoint)
-    changes = interventions_from(args)
+    changes = interventions_from_args(args)
     directory = new_continuation_dir(session_of(args.checkpoint))
     restorer = CheckpointRestorer(
         agent_factory=functools.partial(mathchat.agent_factory, continuation_dir=directory),
