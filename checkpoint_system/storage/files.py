@@ -203,26 +203,43 @@ def _publish(path: Path, data: bytes, *, fsync: bool) -> None:
 _RECORD_LINE = b'{"k":'
 
 
-def _record_line(record: bytes, name: str) -> bytes:
-    """The line of ``committed.jsonl`` that commits a checkpoint: its sealed record and its file name."""
-    return _RECORD_LINE + record + b',"f":' + orjson.dumps(name) + b"}\n"
+def _record_line(bare_record: bytes, size: int, name: str) -> bytes:
+    """The line of ``committed.jsonl`` that commits a checkpoint.
+
+    It holds the record as the encoder made it (before sealing), its log prefix size and its file name:
+    enough to rebuild the sealed record exactly (the log hash and the integrity hash are recomputed), at
+    about half the size of the sealed record.
+    """
+    return _RECORD_LINE + bare_record + b',"n":' + str(size).encode() + b',"f":' + orjson.dumps(name) + b"}\n"
 
 
-def _committed_records(committed: bytes) -> dict[str, bytes]:
-    """File name -> sealed record bytes of every checkpoint ``committed.jsonl`` commits."""
-    records: dict[str, bytes] = {}
+def _committed_records(committed: bytes) -> dict[str, tuple[dict[str, Any], int]]:
+    """File name -> (bare record, log prefix size) of every checkpoint ``committed.jsonl`` commits."""
+    records: dict[str, tuple[dict[str, Any], int]] = {}
     for line in committed.split(b"\n"):
         if not line.startswith(_RECORD_LINE):
             continue
         try:
             entry = orjson.loads(line)
-            name = entry["f"]
-            record = entry["k"]
+            name, record, size = entry["f"], entry["k"], entry["n"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             continue  # a torn last line: that checkpoint was never committed
-        if isinstance(name, str) and _CHECKPOINT_NAME.match(name) and _SAFE_FILE_NAME.match(name):
-            records[name] = record_bytes(record)
+        if (
+            isinstance(name, str)
+            and _CHECKPOINT_NAME.match(name)
+            and _SAFE_FILE_NAME.match(name)
+            and isinstance(record, dict)
+            and type(size) is int
+        ):
+            records[name] = (record, size)
     return records
+
+
+def _sealed(record: dict[str, Any], size: int, log: bytes) -> bytes:
+    prefix = log[:size]
+    return record_bytes(
+        seal_record(record, size=size, sha256=hashlib.sha256(prefix).hexdigest(), location={"file": LOG_FILE})
+    )
 
 
 def _open_commit_file(checkpoint_dir: Path) -> int:
@@ -246,14 +263,18 @@ def _repair_records(checkpoint_dir: Path, *, fsync: bool) -> None:
         committed = _committed_records((checkpoint_dir / COMMIT_FILE).read_bytes())
     except FileNotFoundError:
         return  # a session written before commit files existed: its records were published atomically
-    for name, data in committed.items():
+    log: bytes | None = None
+    for name, (record, size) in committed.items():
         path = checkpoint_dir / name
         try:
-            complete = path.stat().st_size == len(data)
-        except FileNotFoundError:
-            complete = False
-        if not complete:
-            write_file_atomic(path, data, overwrite=True, fsync=fsync)
+            if orjson.loads(path.read_bytes()).get("checkpoint_id") == record.get("checkpoint_id"):
+                continue
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            pass
+        if log is None:
+            log = (checkpoint_dir / LOG_FILE).read_bytes()
+        if len(log) >= size:
+            write_file_atomic(path, _sealed(record, size, log), overwrite=True, fsync=fsync)
     for entry in os.scandir(checkpoint_dir):
         if entry.name in committed or not _CHECKPOINT_NAME.match(entry.name):
             continue
@@ -392,6 +413,7 @@ class FileSessionStore:
             new_hash = self._log_hash.copy()
             new_hash.update(encoded.log_bytes)
             prefix_size = old_size + len(encoded.log_bytes)
+            bare = dumps(encoded.record)  # what committed.jsonl keeps (sealing adds the hashes)
             record = seal_record(
                 encoded.record, size=prefix_size, sha256=new_hash.hexdigest(), location={"file": LOG_FILE}
             )
@@ -403,7 +425,7 @@ class FileSessionStore:
             _publish(path, sealed, fsync=fsync)  # one create + one write (a kill may tear it: see below)
             published = True
             assert self._commit_fd is not None
-            _write_all(self._commit_fd, _record_line(sealed, path.name))  # the commit point
+            _write_all(self._commit_fd, _record_line(bare, prefix_size, path.name))  # the commit point
             committed = True
             if fsync:
                 os.fsync(self._commit_fd)
