@@ -214,13 +214,17 @@ def manager_state(
     manager: GroupChatManager, *, step_counter: int, copy_histories: bool = True
 ) -> ManagerState:
     """The manager's own agent state plus its place in the loop (last speaker, step counter)."""
+    return ManagerState.model_construct(**_manager_fields(manager, step_counter, copy_histories))
+
+
+def _manager_fields(manager: GroupChatManager, step_counter: int, copy_histories: bool) -> dict[str, Any]:
     last = getattr(manager, "_last_speaker", None)
-    return ManagerState.model_construct(
+    return {
         **_agent_fields(manager, copy_histories),
-        step_counter=step_counter,
-        current_speaker=getattr(last, "name", None),
-        silent=bool(getattr(manager, "_silent", False)),
-    )
+        "step_counter": step_counter,
+        "current_speaker": getattr(last, "name", None),
+        "silent": bool(getattr(manager, "_silent", False)),
+    }
 
 
 def _speaker_selection_record(method: Any) -> str | dict[str, Any]:
@@ -326,56 +330,32 @@ def conversation_snapshot(
     """
     gc = groupchat if groupchat is not None else getattr(manager, "groupchat", None)
     rounds = len(messages) - run_start_index if round_index is None else round_index
-    if not copy_histories:  # a live snapshot, stored at once: plain field dicts, no model per agent
-        last = getattr(manager, "_last_speaker", None) if manager is not None else None
-        return CheckpointData.model_construct(
-            format_version=FORMAT_VERSION,
-            checkpoint_id=checkpoint_id,
-            timestamp=timestamp or utc_timestamp(),
-            step_number=step_number,
-            context=context,
-            messages=messages,
-            agent_states={agent.name: _agent_fields(agent, False) for agent in agents},
-            manager_state=(
-                {
-                    **_agent_fields(manager, False),
-                    "step_counter": step_number,
-                    "current_speaker": getattr(last, "name", None),
-                    "silent": bool(getattr(manager, "_silent", False)),
-                }
-                if manager is not None
-                else None
-            ),
-            groupchat_state=(
-                {**_groupchat_fields(gc), "round_index": rounds, "run_start_index": run_start_index}
-                if gc is not None
-                else None
-            ),
-            parent_checkpoint_id=parent_checkpoint_id,
-            session_id=session_id,
-            ag2_version=ag2_version(),
-            library_version=library_version(),
-            metadata=dict(metadata or {}),
-            integrity=None,
+    agent_fields = {agent.name: _agent_fields(agent, copy_histories) for agent in agents}
+    manager_fields = _manager_fields(manager, step_number, copy_histories) if manager is not None else None
+    groupchat_fields = (
+        {**_groupchat_fields(gc), "round_index": rounds, "run_start_index": run_start_index}
+        if gc is not None
+        else None
+    )
+    if copy_histories:  # a snapshot to keep: models, and lists of its own
+        states: dict[str, Any] = {n: AgentState.model_construct(**f) for n, f in agent_fields.items()}
+        manager_value: Any = ManagerState.model_construct(**manager_fields) if manager_fields else None
+        groupchat_value: Any = (
+            GroupChatState.model_construct(**groupchat_fields) if groupchat_fields else None
         )
+        messages = list(messages)
+    else:  # a live snapshot, stored at once: plain field dicts, no model per agent
+        states, manager_value, groupchat_value = agent_fields, manager_fields, groupchat_fields
     return CheckpointData.model_construct(
         format_version=FORMAT_VERSION,
         checkpoint_id=checkpoint_id,
         timestamp=timestamp or utc_timestamp(),
         step_number=step_number,
         context=context,
-        messages=list(messages) if copy_histories else messages,
-        agent_states={agent.name: agent_state(agent, copy_histories=copy_histories) for agent in agents},
-        manager_state=(
-            manager_state(manager, step_counter=step_number, copy_histories=copy_histories)
-            if manager is not None
-            else None
-        ),
-        groupchat_state=(
-            groupchat_state(gc, round_index=rounds, run_start_index=run_start_index)
-            if gc is not None
-            else None
-        ),
+        messages=messages,
+        agent_states=states,
+        manager_state=manager_value,
+        groupchat_state=groupchat_value,
         parent_checkpoint_id=parent_checkpoint_id,
         session_id=session_id,
         ag2_version=ag2_version(),

@@ -27,8 +27,6 @@ Log record kinds, one JSON object per line::
     {"H": [h, ...], "g": j, ...}       the same, appended to several histories at once (the usual case:
                                        a message reaches every agent, two lines cover them all)
     {"ht": h, "n": k}                  history h truncated to k
-    {"k": {...}, "f": name}            a checkpoint's sealed record (file store: its commit point; the
-                                       record file is published from it, and again after a crash)
     {"hx": h}                          history h dropped
 
 Agent labels are ``a:<name>`` for agents and ``m:<name>`` for the manager. A checkpoint record (format 3)
@@ -738,7 +736,6 @@ _HANDLERS: dict[str, Callable[[LogReplay, dict[str, Any]], None]] = {
     "hx": LogReplay._history_dropped,
     "mt": LogReplay._messages_truncated,
     "r": LogReplay._roster,
-    "k": lambda replay, record: None,  # a committed checkpoint record (the file store's commit point)
 }
 
 

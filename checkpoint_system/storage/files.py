@@ -102,17 +102,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _create_file(path: Path, data: bytes, *, fsync: bool) -> None:
+    """Create ``path`` (``FileExistsError`` if it exists) holding ``data``, written with one call."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
     """A fully written temporary file next to ``path`` (unique name, removed again if writing fails)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        try:
-            _write_all(fd, data)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        _create_file(tmp, data, fsync=fsync)
     except BaseException:
         _unlink_quietly(tmp)
         raise
@@ -185,17 +190,11 @@ def _publish(path: Path, data: bytes, *, fsync: bool) -> None:
     ``committed.jsonl``, from which ``_repair_records`` rewrites it when the session is next opened.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        _create_file(path, data, fsync=fsync)
     except FileExistsError as exc:
         raise CheckpointSaveError(
             "a file with this name already exists; refusing to overwrite", path=path
         ) from exc
-    try:
-        _write_all(fd, data)
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
     if fsync:
         _fsync_dir(path.parent)
 
@@ -451,9 +450,9 @@ class FileSessionStore:
 
         Only when no writer holds the session (a live writer publishes its own files).
         """
-        log_path = self.checkpoint_dir / COMMIT_FILE
+        commit_path = self.checkpoint_dir / COMMIT_FILE
         try:
-            stat = log_path.stat()
+            stat = commit_path.stat()
         except OSError:
             return
         if (
