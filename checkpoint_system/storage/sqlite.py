@@ -16,9 +16,14 @@ it, written in one transaction; its log prefix is the concatenation of chunks ``
 
 One writer per session: the first save takes the session's *lease* (a ``cs_writers`` row naming the
 process). Another writer gets ``SessionLockedError`` while the holder lives; a lease left by a process that
-died on this host is taken over; ``close()`` releases it. Every save checks, in its own transaction, that
-it still holds the lease, and the unique ``(session, seq)`` and ``(session, step_number)`` keys make a
+died on this host is taken over; ``close()`` releases it. Every save checks, in its own write transaction,
+that it still holds the lease (the chunk insert carries the check: it inserts nothing unless the lease row
+names this writer's token), and the unique ``(session, seq)`` and ``(session, step_number)`` keys make a
 second writer's insert fail rather than interleave, so two writers can never corrupt a session's log.
+
+Per checkpoint a writer runs four statements: ``BEGIN IMMEDIATE``, the lease-checked chunk insert, the
+record insert, ``COMMIT``. Loading a checkpoint reads its record and then its chunks' bytes in ``seq``
+order (the primary key index: no sort), in one read transaction.
 """
 
 from __future__ import annotations
@@ -44,12 +49,13 @@ from .migrations import SchemaMigration, pending_migrations
 from .protocol import Durability
 from .records import (
     ChunkedLog,
+    PreparedSave,
+    check_chunk_seqs,
     check_document_name,
     check_session_id,
     decode_document,
     decode_stored,
     encode_document,
-    join_chunks,
     reference,
 )
 
@@ -112,6 +118,14 @@ _BUSY_TIMEOUT_S = 30.0
 _PAGE_SIZE = 8192
 #: the integer key of a session id, inside a statement
 _KEY = "(SELECT id FROM cs_sessions WHERE session_id = ?)"
+#: a checkpoint's log chunk, inserted only while the writer's token still holds the session's lease
+_INSERT_CHUNK = """INSERT INTO cs_log_chunks (session, seq, data) SELECT ?, ?, ?
+WHERE EXISTS (SELECT 1 FROM cs_writers WHERE session_id = ? AND token = ?)"""
+_INSERT_CHECKPOINT = "INSERT INTO cs_checkpoints VALUES (?, ?, ?, ?, ?, ?)"
+_LOAD_RECORD = f"SELECT seq, record, session FROM cs_checkpoints WHERE session = {_KEY} AND checkpoint_id = ?"
+#: the bytes of chunks 0..seq in order (the primary key index delivers them sorted)
+_LOAD_CHUNKS = "SELECT data FROM cs_log_chunks WHERE session = ? AND seq <= ? ORDER BY seq"
+_CHUNK_SEQS = "SELECT seq FROM cs_log_chunks WHERE session = ? AND seq <= ? ORDER BY seq"
 
 
 def _now() -> str:
@@ -207,6 +221,13 @@ class SqliteStore:
             return self._conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create or migrate the schema; an up-to-date file is only read (no write lock taken)."""
+        try:
+            (current,) = conn.execute("SELECT max(version) FROM cs_schema_version").fetchone()
+        except sqlite3.DatabaseError:  # no version table yet (other errors recur below, reported there)
+            current = None
+        if current is not None and not pending_migrations(current, SCHEMA, where=self._url):
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -400,17 +421,14 @@ class SqliteSessionStore:
             )
             self._token = token
 
-    def _holds_lease(self, conn: sqlite3.Connection) -> None:
-        row = conn.execute(
-            "SELECT token FROM cs_writers WHERE session_id = ?", (self._session_id,)
-        ).fetchone()
-        if row is None or row[0] != self._token:
-            self._token = None
-            self._log = None
-            raise SessionLockedError(
-                "this writer lost the session's lease (released or taken over); nothing was written",
-                path=self._where,
-            )
+    def _lost_lease(self) -> SessionLockedError:
+        """Forget the lease and the log state; the error to raise (the transaction is rolled back)."""
+        self._token = None
+        self._log = None
+        return SessionLockedError(
+            "this writer lost the session's lease (released or taken over); nothing was written",
+            path=self._where,
+        )
 
     def _session_key(self, conn: sqlite3.Connection) -> int:
         """The session's integer key (its ``cs_sessions`` row is created on the first write)."""
@@ -441,41 +459,51 @@ class SqliteSessionStore:
         if data.step_number < 0:
             raise CheckpointSaveError(f"step_number must be >= 0, got {data.step_number}", path=where)
         with self.store._lock:
+            fresh = self._token is None
             try:
-                with self.store._transaction(where, self.durability) as conn:
-                    if self._token is None:
-                        self._acquire(conn)
-                    else:
-                        self._holds_lease(conn)
-                    log = self._open_log(conn)
-                    prepared = log.prepare(data, trusted_prefix=trusted_prefix)
-                    conn.execute(
-                        "INSERT INTO cs_log_chunks VALUES (?, ?, ?)",
-                        (self._key, prepared.seq, prepared.chunk),
-                    )
-                    conn.execute(
-                        "INSERT INTO cs_checkpoints VALUES (?, ?, ?, ?, ?, ?)",
-                        (
-                            self._key,
-                            data.checkpoint_id,
-                            data.step_number,
-                            prepared.seq,
-                            data.context,
-                            prepared.record_bytes,
-                        ),
-                    )
-            except sqlite3.IntegrityError as exc:
-                self._log = None  # re-read the log before the next save: another writer may have added to it
-                raise CheckpointSaveError(_integrity_problem(exc), path=where) from exc
-            except sqlite3.Error as exc:
-                self._log = None
-                raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
-            except CheckpointError:
+                log, prepared = self._write(data, where, trusted_prefix)
+            except BaseException:
+                if fresh:  # the rolled-back transaction took the lease: it is not held
+                    self._token = None
                 raise
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
             log.adopt(prepared)
         return data.checkpoint_id
+
+    def _write(self, data: CheckpointData, where: str, trusted: bool) -> tuple[ChunkedLog, PreparedSave]:
+        """One save's transaction: take or check the lease, insert the chunk and the record."""
+        try:
+            with self.store._transaction(where, self.durability) as conn:
+                if self._token is None:
+                    self._acquire(conn)
+                log = self._open_log(conn)
+                prepared = log.prepare(data, trusted_prefix=trusted)
+                inserted = conn.execute(
+                    _INSERT_CHUNK, (self._key, prepared.seq, prepared.chunk, self._session_id, self._token)
+                ).rowcount
+                if inserted != 1:  # the lease row is gone or names another writer
+                    raise self._lost_lease()
+                conn.execute(
+                    _INSERT_CHECKPOINT,
+                    (
+                        self._key,
+                        data.checkpoint_id,
+                        data.step_number,
+                        prepared.seq,
+                        data.context,
+                        prepared.record_bytes,
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            self._log = None  # re-read the log before the next save: another writer may have added to it
+            raise CheckpointSaveError(_integrity_problem(exc), path=where) from exc
+        except sqlite3.Error as exc:
+            self._log = None
+            raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
+        return log, prepared
 
     def write_document(self, name: str, value: Any) -> None:
         """(Re)write a session document in one transaction."""
@@ -537,26 +565,22 @@ class SqliteSessionStore:
             try:
                 conn.execute("BEGIN")  # one snapshot for the record and its chunks
                 try:
-                    row = conn.execute(
-                        f"SELECT seq, record, session FROM cs_checkpoints WHERE session = {_KEY} "
-                        "AND checkpoint_id = ?",
-                        (self._session_id, str(checkpoint_id)),
-                    ).fetchone()
+                    row = conn.execute(_LOAD_RECORD, (self._session_id, str(checkpoint_id))).fetchone()
                     if row is None:
                         raise CheckpointNotFoundError(
                             f"no checkpoint {checkpoint_id!r} in session {self._session_id!r}", path=where
                         )
                     seq, raw, key = row
-                    chunks = conn.execute(
-                        "SELECT seq, data FROM cs_log_chunks WHERE session = ? AND seq <= ? ORDER BY seq",
-                        (key, seq),
-                    ).fetchall()
+                    chunks = [chunk for (chunk,) in conn.execute(_LOAD_CHUNKS, (key, seq))]
+                    seqs = None
+                    if type(seq) is int and len(chunks) != seq + 1:  # a gap: name the missing chunk
+                        seqs = [number for (number,) in conn.execute(_CHUNK_SEQS, (key, seq))]
                 finally:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise CheckpointError(f"cannot read the SQLite store: {exc}", path=where) from exc
         return decode_stored(
-            raw, seq, str(checkpoint_id), lambda: join_chunks(chunks, seq, where=where), where=where
+            raw, seq, str(checkpoint_id), lambda: _log_prefix(chunks, seqs, seq, where=where), where=where
         )
 
     def locate(self, checkpoint_id: str) -> str:
@@ -576,6 +600,17 @@ class SqliteSessionStore:
             f"SELECT name FROM cs_documents WHERE session = {_KEY} ORDER BY name", (self._session_id,)
         )
         return [row[0] for row in rows]
+
+
+def _log_prefix(chunks: list[bytes], seqs: list[int] | None, last_seq: int, *, where: str) -> bytes:
+    """The log prefix from the bytes of chunks ``0..last_seq`` read in ``seq`` order.
+
+    ``(session, seq)`` is unique and ``seq >= 0``, so ``last_seq + 1`` chunks with ``seq <= last_seq`` are
+    exactly chunks ``0..last_seq``; otherwise ``seqs`` (the numbers read) name the missing one.
+    """
+    if len(chunks) != last_seq + 1:
+        check_chunk_seqs(seqs or [], last_seq, where=where)  # raises: names the missing chunk
+    return b"".join(chunks)
 
 
 def _integrity_problem(exc: Exception) -> str:

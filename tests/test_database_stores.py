@@ -1,0 +1,169 @@
+"""Behaviour of the database stores' fast paths that the shared conformance suite does not reach.
+
+SQLite: the writer lease is checked by the chunk insert itself (a lost lease writes nothing and raises
+``SessionLockedError``), a failed first save does not leave the writer believing it holds the lease that
+was rolled back with it, and opening an up-to-date file takes no write lock. PostgreSQL: the checkpoint
+insert runs through libpq directly, so its failures (a lost connection, a value the server rejects) must
+still come back as ``CheckpointSaveError`` and leave the session usable.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from test_conformance import SyntheticChat, fill, same
+
+from checkpoint_system.errors import CheckpointSaveError, SessionLockedError
+from checkpoint_system.storage import SqliteStore
+
+# -- SQLite -------------------------------------------------------------------------------------------------
+
+
+def _rows(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_sqlite_writer_that_lost_its_lease_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "lease.db"
+    store = SqliteStore(path)
+    chat = SyntheticChat("lease")
+    session = store.open_session("lease")
+    saved = fill(session, 3, chat=chat)
+    assert SqliteStore(path).release_session_lock("lease")  # e.g. an operator freeing a "dead" writer
+    chat.say(3)
+    with pytest.raises(SessionLockedError, match="lost the session's lease"):
+        session.save(chat.checkpoint(3), trusted_prefix=True)
+    assert _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0] == 3  # nothing was written
+    assert _rows(path, "SELECT count(*) FROM cs_checkpoints")[0][0] == 3
+    # the lease is free again: the next save takes it, rebuilds the log state and continues
+    saved[session.save(chat.checkpoint(3), trusted_prefix=True)] = chat.checkpoint(3)
+    saved |= fill(session, 2, start=4, chat=chat)
+    reader = SqliteStore(path).open_session("lease")
+    assert reader.list_checkpoints() == list(saved)
+    for checkpoint_id, data in saved.items():
+        same(reader.load(checkpoint_id), data)
+    session.close()
+    store.close()
+
+
+def test_sqlite_writer_whose_lease_was_taken_over_is_locked_out(tmp_path: Path) -> None:
+    path = tmp_path / "taken.db"
+    store = SqliteStore(path)
+    chat = SyntheticChat("taken")
+    session = store.open_session("taken")
+    fill(session, 2, chat=chat)
+    _rows(  # another live writer (this very process, so it counts as alive) now holds the lease
+        path,
+        "UPDATE cs_writers SET token = 'someone else', pid = ? WHERE session_id = 'taken'",
+        (os.getpid(),),
+    )
+    chat.say(2)
+    for _ in range(2):
+        with pytest.raises(SessionLockedError):
+            session.save(chat.checkpoint(2), trusted_prefix=True)
+    assert _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0] == 2
+    store.close()
+
+
+def test_sqlite_failed_first_save_does_not_keep_a_phantom_lease(tmp_path: Path) -> None:
+    """The first save takes the lease in its own transaction; if that save fails, the lease went with it."""
+    path = tmp_path / "phantom.db"
+    chat = SyntheticChat("phantom")
+    first = SqliteStore(path).open_session("phantom")
+    saved = fill(first, 2, chat=chat)
+    first.close()
+    second = SqliteStore(path).open_session("phantom")
+    with pytest.raises(CheckpointSaveError, match="already exists"):
+        second.save(saved[list(saved)[-1]], trusted_prefix=True)  # a duplicate: rolled back, lease too
+    assert _rows(path, "SELECT count(*) FROM cs_writers")[0][0] == 0
+    saved |= fill(second, 2, start=2, chat=chat)  # takes the lease afresh instead of "losing" it
+    reader = SqliteStore(path).open_session("phantom")
+    for checkpoint_id, data in saved.items():
+        same(reader.load(checkpoint_id), data)
+    second.close()
+
+
+def test_sqlite_opening_an_up_to_date_file_takes_no_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    writer = SqliteStore(path)
+    saved = fill(writer.open_session("busy"), 3)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process in the middle of a write transaction
+    loaded: list[object] = []
+
+    def read() -> None:
+        reader = SqliteStore(path)
+        loaded.append(reader.open_session("busy").load(list(saved)[-1]))
+        reader.close()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(10)
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert not thread.is_alive(), "opening the store waited for the write lock"
+    assert len(loaded) == 1
+    writer.close()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------------------
+
+
+def test_postgres_writer_survives_a_lost_connection(postgres_url: str) -> None:  # noqa: F811
+    import psycopg
+
+    from checkpoint_system.storage.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)
+    chat = SyntheticChat("dropped")
+    session = store.open_session("dropped")
+    saved = fill(session, 3, chat=chat)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'checkpoint_system writer%%' AND datname = current_database()"
+        )
+    chat.say(3)
+    with pytest.raises(CheckpointSaveError, match="unavailable"):
+        session.save(chat.checkpoint(3), trusted_prefix=True)
+    # the next save reconnects, takes the session lock again and continues the same log
+    saved[session.save(chat.checkpoint(3), trusted_prefix=True)] = chat.checkpoint(3)
+    saved |= fill(session, 2, start=4, chat=chat)
+    reader = PostgresStore(postgres_url).open_session("dropped")
+    assert reader.list_checkpoints() == list(saved)
+    for checkpoint_id, data in saved.items():
+        same(reader.load(checkpoint_id), data)
+    session.close()
+    store.close()
+
+
+def test_postgres_rejected_value_is_a_save_error_and_the_session_stays_usable(
+    postgres_url: str,  # noqa: F811
+) -> None:
+    from checkpoint_system.storage.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)
+    chat = SyntheticChat("rejected")
+    session = store.open_session("rejected")
+    saved = fill(session, 2, chat=chat)
+    chat.say(2)
+    bad = chat.checkpoint(2).model_copy(update={"context": "nul \x00 byte"})  # text cannot hold NUL
+    with pytest.raises(CheckpointSaveError, match="could not write checkpoint"):
+        session.save(bad, trusted_prefix=True)
+    saved[session.save(chat.checkpoint(2), trusted_prefix=True)] = chat.checkpoint(2)
+    saved |= fill(session, 1, start=3, chat=chat)
+    reader = PostgresStore(postgres_url).open_session("rejected")
+    assert reader.list_checkpoints() == list(saved)
+    for checkpoint_id, data in saved.items():
+        same(reader.load(checkpoint_id), data)
+    session.close()
+    store.close()
