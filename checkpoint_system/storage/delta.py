@@ -161,10 +161,7 @@ class _AgentLog:
 
     config: int | None = None
     counters: dict[str, Any] | None = None
-    peers: dict[str, int] = field(default_factory=dict)
-
-    def copy(self) -> _AgentLog:
-        return _AgentLog(self.config, self.counters, dict(self.peers))
+    peers: dict[str, tuple[int, _Track]] = field(default_factory=dict)  # history id and track, by peer
 
 
 @dataclass
@@ -218,7 +215,7 @@ class DeltaEncoder:
         """
         job = _EncodeJob(self, trusted_prefix)
         messages_count = job.sync_list(self._messages, data.messages, None)
-        job.group_items = data.messages
+        job.use_group_messages(data.messages)
         labels = [f"a:{name}" for name in data.agent_states]
         manager_fields = _fields(data.manager_state) if data.manager_state is not None else None
         manager_label = f"m:{manager_fields['name']}" if manager_fields is not None else None
@@ -249,8 +246,11 @@ class DeltaEncoder:
         job.emit_grouped()
         if data.groupchat_state is not None:
             values = _fields(data.groupchat_state)
-            position = {k: values.pop(k) for k in _GROUPCHAT_POSITION if k in values}
-            record["groupchat"] = {"config": job.config_from_fields(values), **position}
+            static = values.get(STATIC_FIELDS_KEY)  # a live snapshot's settings dict (as for agents)
+            if static is None:
+                static = {k: v for k, v in values.items() if k not in _GROUPCHAT_POSITION}
+            position = {k: values[k] for k in _GROUPCHAT_POSITION if k in values}
+            record["groupchat"] = {"config": job.config_from_fields(static), **position}
         extra = data.__pydantic_extra__
         if extra:
             record["extra"] = to_jsonable(extra)
@@ -309,7 +309,7 @@ class DeltaEncoder:
         self._agents = {}
         for hid, (label, peer) in replay.history_keys.items():
             if hid in replay.histories:
-                self._agents.setdefault(label, _AgentLog()).peers[peer] = hid
+                self._agents.setdefault(label, _AgentLog()).peers[peer] = self._histories[(label, peer)]
         for label, config in replay.agent_configs.items():
             self._agents.setdefault(label, _AgentLog()).config = config
         for label, counters in replay.dynamic.items():
@@ -333,10 +333,11 @@ _RECORD_FIELDS = frozenset({"oai_messages", "current_speaker", "step_counter"})
 def _fields(model: Any) -> dict[str, Any]:
     """A model's field values (declared and extra) without re-validating or deep-copying them.
 
-    A plain dict of field values is accepted too (the checkpointing manager's live snapshots use them).
+    A plain dict of field values (the checkpointing manager's live snapshots) is returned as it is: read it,
+    don't change it.
     """
     if type(model) is dict:
-        return dict(model)
+        return model
     values = dict(vars(model))
     extra = getattr(model, "__pydantic_extra__", None)
     if extra:
@@ -359,7 +360,9 @@ class _EncodeJob:
         self.agents: dict[str, _AgentLog] = {}
         self.roster: tuple[tuple[str, ...], str | None] | None = None
         self.identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = {}
-        self.group_items: list[Any] = []
+        # the newest group chat message (a dict, else None) and ``"g":j`` referring to it
+        self.group_base: dict[str, Any] | None = None
+        self.group_index = b""
         # histories that each got exactly one copy of a group chat message, by the reference they got
         self.grouped: dict[bytes, list[int]] = {}
 
@@ -402,15 +405,20 @@ class _EncodeJob:
         """The bytes ``item`` is logged as, if all its long strings are known (else bytes that differ)."""
         return dumps(self.value(item, False))
 
+    def use_group_messages(self, messages: list[Any]) -> None:
+        """Let history items be logged as references to the newest of ``messages`` (the group chat's)."""
+        base = messages[-1] if messages else None
+        self.group_base = base if type(base) is dict else None
+        self.group_index = b'"g":' + str(len(messages) - 1).encode()
+
     def _group_reference(self, item: dict[str, Any]) -> bytes | None:
         """``"g":j,...`` when ``item`` is the newest group chat message up to its role/name, else None."""
-        group = self.group_items
-        if not group:
-            return None
-        base = group[-1]
-        if type(base) is not dict:
+        base = self.group_base
+        if base is None:
             return None
         overrides: dict[str, Any] = {}
+        short = True  # every replaced value a short string (the usual role/name): no string to intern
+        added = 0  # keys of ``item`` that ``base`` lacks
         for key, value in item.items():
             known = base.get(key, _MISSING)
             if known is value or (type(known) is type(value) and known == value):
@@ -418,12 +426,15 @@ class _EncodeJob:
             if key not in _REF_OVERRIDABLE:
                 return None
             overrides[key] = value
-        removed = [key for key in base if key not in item]
-        if any(key not in _REF_OVERRIDABLE for key in removed):
+            short = short and type(value) is str and len(value) < INTERN_MIN_LENGTH
+            if known is _MISSING:
+                added += 1
+        removed = [key for key in base if key not in item] if len(item) - added != len(base) else []
+        if removed and not _REF_OVERRIDABLE.issuperset(removed):
             return None
-        reference = b'"g":' + str(len(group) - 1).encode()
+        reference = self.group_index
         if overrides:
-            reference += b',"o":' + dumps(self.value(overrides))
+            reference += b',"o":' + dumps(overrides if short else self.value(overrides))
         if removed:
             reference += b',"x":' + dumps(removed)
         return reference
@@ -447,42 +458,38 @@ class _EncodeJob:
             if keep < n_logged:
                 self.emit({"mt": keep} if history is None else {"ht": history, "n": keep})
             adopt_all = True  # identical items now refer to the caller's objects (O(1) checks later)
+        tail: list[Any] = []
         tail_encs: list[bytes | None] = []
-        if history is None:
-            for item in items[keep:]:
-                if type(item) is not dict:
-                    raise InvalidCheckpointError(
-                        f"a message must be a JSON object, got {type(item).__name__}"
-                    )
-                enc = dumps(self.value(item))
-                tail_encs.append(enc)
-                self.lines.append(b'{"m":' + enc + b"}\n")
-        else:
-            head = b'{"h":' + str(history).encode() + b","
-            tail = items[keep:]
-            if len(tail) == 1 and type(tail[0]) is dict:
-                reference = self._group_reference(tail[0])
-                if reference is not None:  # the common case: one copy of the newest group chat message
-                    self.grouped.setdefault(reference, []).append(history)
-                    tail, tail_encs = [], [None]
-            for item in tail:
-                if type(item) is not dict:
-                    raise InvalidCheckpointError(
-                        f"a message must be a JSON object, got {type(item).__name__}"
-                    )
-                reference = self._group_reference(item)
-                if reference is not None:
-                    tail_encs.append(None)
-                    self.lines.append(head + reference + b"}\n")
-                else:
-                    enc = dumps(self.value(item))
-                    tail_encs.append(enc)
-                    self.lines.append(head + b'"m":' + enc + b"}\n")
+        if history is not None and n_new - keep == 1 and type(items[keep]) is dict:
+            reference = self._group_reference(items[keep])
+            if reference is not None:  # the common case: one copy of the newest group chat message
+                self.grouped.setdefault(reference, []).append(history)
+                tail, tail_encs = [items[keep]], [None]
+        if not tail:
+            tail = list(items[keep:])
+            tail_encs = [self.list_item(item, history) for item in tail]
         if adopt_all:
             self.track_updates.append((track, 0, list(items), list(encs[:keep]) + tail_encs))
         else:
-            self.track_updates.append((track, keep, list(items[keep:]), tail_encs))
+            self.track_updates.append((track, keep, tail, tail_encs))
         return n_new
+
+    def list_item(self, item: Any, history: int | None) -> bytes | None:
+        """Log one appended item; returns its encoding (None when logged as a group chat reference)."""
+        if type(item) is not dict:
+            raise InvalidCheckpointError(f"a message must be a JSON object, got {type(item).__name__}")
+        if history is None:
+            enc = dumps(self.value(item))
+            self.lines.append(b'{"m":' + enc + b"}\n")
+            return enc
+        head = b'{"h":' + str(history).encode() + b","
+        reference = self._group_reference(item)
+        if reference is not None:
+            self.lines.append(head + reference + b"}\n")
+            return None
+        enc = dumps(self.value(item))
+        self.lines.append(head + b'"m":' + enc + b"}\n")
+        return enc
 
     def config_id(self, value: Any) -> int:
         """The id of a configuration blob equal to ``value``, logging it if it is new."""
@@ -523,36 +530,36 @@ class _EncodeJob:
     def agent(self, label: str, state: AgentState | dict[str, Any]) -> None:
         """Log what changed for one agent (configuration, counters, histories)."""
         values = state if type(state) is dict else _fields(state)
-        logged = self.encoder._agents.get(label)
-        now = logged.copy() if logged is not None else _AgentLog()
+        logged = self.encoder._agents.get(label) or _AgentLog()  # a new label: everything is logged
         static = values.get(STATIC_FIELDS_KEY)
         if static is None:
             static = {k: v for k, v in values.items() if k not in _RECORD_FIELDS and k not in _COUNTER_FIELDS}
-        now.config = self.config_from_fields(static)
-        if logged is None or now.config != logged.config:
-            self.emit({"ac": label, "c": now.config})
+        config = self.config_from_fields(static)
+        if config != logged.config:
+            self.emit({"ac": label, "c": config})
         counters = {k: values[k] for k in _COUNTER_FIELDS if k in values}
-        if logged is None or counters != logged.counters:
+        frozen = logged.counters
+        if counters != frozen:
             encoded = dumps_sorted(counters)
-            now.counters = orjson.loads(encoded)  # a frozen copy, compared with the next checkpoint's
+            frozen = orjson.loads(encoded)  # a copy of its own, compared with the next checkpoint's
             self.lines.append(b'{"d":' + dumps(label) + b',"v":' + encoded + b"}\n")
+        peers = logged.peers  # copied before the first change
         histories = values.get("oai_messages") or {}
         for peer, items in histories.items():
             peer_name = peer if type(peer) is str else str(peer)
-            hid, track = self.history(label, peer_name)
-            now.peers[peer_name] = hid
-            self.sync_list(track, items, hid)
-        if len(now.peers) != len(histories):
-            for peer_name in [p for p in now.peers if p not in histories]:
-                self.emit({"hx": now.peers.pop(peer_name)})
+            known = peers.get(peer_name)
+            if known is None:
+                known = self.history(label, peer_name)
+                peers = dict(peers) if peers is logged.peers else peers
+                peers[peer_name] = known
+            self.sync_list(known[1], items, known[0])
+        if len(peers) != len(histories):
+            peers = dict(peers) if peers is logged.peers else peers
+            for peer_name in [p for p in peers if p not in histories]:
+                self.emit({"hx": peers.pop(peer_name)[0]})
                 self.dropped.append((label, peer_name))
-        if (
-            logged is None
-            or now.config != logged.config
-            or now.counters is not logged.counters
-            or (now.peers != logged.peers)
-        ):
-            self.agents[label] = now
+        if config != logged.config or frozen is not logged.counters or peers is not logged.peers:
+            self.agents[label] = _AgentLog(config, frozen, peers)
 
 
 # -- decoding -------------------------------------------------------------------------------------------
