@@ -320,6 +320,15 @@ class CheckpointManager:
         """Load a checkpoint from its file path (or a store reference ``<url>#<session>/<id>``)."""
         return load_reference(path).load()
 
+    def flush(self) -> None:
+        """Return once every checkpoint saved so far can be read by other processes.
+
+        The file store creates record files in a background thread (the commit itself is synchronous);
+        this waits for them. ``CheckpointSaveError`` if one could not be created (its checkpoint stays
+        committed and the file is rewritten when the session is next opened).
+        """
+        self.store.flush()
+
     def close(self) -> None:
         """Write pending session metadata, then release the session's writer lock and files."""
         if self._checkpoint_count and self._metadata_written_at < self._last_saved_at:

@@ -17,6 +17,7 @@ manager receives, or the end of the run.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -302,6 +303,7 @@ class CheckpointingGroupChatManager(GroupChatManager):
             lambda: cm.update_session_metadata(status=status, failed_saves=cm.failed_saves, **fields),
             lambda: cm.save_chat_history(run.groupchat.messages),
             cm.save_checkpoints_metadata,
+            cm.flush,  # when the run returns, every checkpoint file of it exists
         )
         for step in steps:
             try:
@@ -309,6 +311,12 @@ class CheckpointingGroupChatManager(GroupChatManager):
             except Exception as secondary:
                 if error is not None:
                     add_note(error, f"checkpoint_system: could not record the outcome: {secondary}")
+                else:
+                    warnings.warn(
+                        f"checkpoint_system: could not record the outcome: {secondary}",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
 
     def _infer_termination_reason(self, run: _Run) -> str:
         messages = run.groupchat.messages

@@ -8,10 +8,10 @@ from disk two ways (by id, and by file path) and compared with those observation
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from checkpoint_system import (
     CheckpointManager,
     CheckpointSaveError,
 )
+from checkpoint_system.storage import files
 from checkpoint_system.testing import digest_policy
 
 AGENT_FIELDS = (
@@ -332,21 +333,27 @@ def test_keyboard_interrupt_marks_session_interrupted(run_mode: str, tmp_path: P
 
 
 @contextmanager
-def _broken_checkpoint_dir(session_dir: Path) -> Iterator[None]:
-    """Make checkpoint publication fail for real, also as root: ``checkpoints`` becomes a regular file.
+def _disk_full(session_dir: Path) -> Iterator[None]:
+    """Every write into ``<session>/checkpoints`` fails with ENOSPC, as when that volume is full.
 
-    The store keeps its log open, but a new checkpoint record cannot be created inside a path that is not a
-    directory (ENOTDIR), whatever the permissions. Restored on exit.
+    The failure injection: the store's appends (session log, commit file) and record files all go through
+    ``files._write_all``; here it raises the OS error a full disk gives for any file under the checkpoint
+    directory (found from the descriptor, as Linux shows it in /proc), while the session's documents
+    outside it can still be written. Restored on exit.
     """
-    checkpoints = session_dir / "checkpoints"
-    aside = session_dir / "checkpoints.aside"
-    os.rename(checkpoints, aside)
-    checkpoints.write_text("not a directory")
+    real = files._write_all
+    checkpoints = str((session_dir / "checkpoints").resolve()) + os.sep
+
+    def full(fd: int, data: bytes) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(checkpoints):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(fd, data)
+
+    files._write_all = full
     try:
         yield
     finally:
-        checkpoints.unlink()
-        os.rename(aside, checkpoints)
+        files._write_all = real
 
 
 def _break_saves_between(scenario: Scenario, session_dir: Path, first: int, last: int) -> dict[str, Any]:
@@ -359,7 +366,7 @@ def _break_saves_between(scenario: Scenario, session_dir: Path, first: int, last
     def hook(recipient: Any, messages: Any = None, sender: Any = None, config: Any = None):
         n = len(scenario.groupchat.messages)
         if n == first - 1 and state["cm"] is None:
-            state["cm"] = _broken_checkpoint_dir(session_dir)
+            state["cm"] = _disk_full(session_dir)
             state["cm"].__enter__()
         elif n == last and state["cm"] is not None:
             state["cm"].__exit__(None, None, None)
@@ -435,7 +442,7 @@ def test_save_error_warn_continues_and_records_failures(run_mode: str, tmp_path:
     assert metadata["status"] == "completed"
     # two failed saves (messages 3 and 4); a failed save does not use up its step number
     assert [f["context"] for f in metadata["failed_saves"]] == ["message_appended"] * 2
-    assert all("could not write checkpoint" in f["error"] for f in metadata["failed_saves"])
+    assert all("No space left on device" in f["error"] for f in metadata["failed_saves"])
 
     # checkpoints 3 and 4 are missing; every checkpoint that exists is complete and correct
     checkpoints = run.checkpoints()
@@ -455,10 +462,16 @@ def test_save_error_warn_continues_and_records_failures(run_mode: str, tmp_path:
         assert current.parent_checkpoint_id == previous.checkpoint_id
 
 
-def test_broken_checkpoint_dir_really_fails_as_root(tmp_path: Path) -> None:
-    """Guard for the failure injection itself: writing into the replaced directory raises an OSError."""
-    (tmp_path / "checkpoints").mkdir()
-    with _broken_checkpoint_dir(tmp_path), pytest.raises(OSError):
-        (tmp_path / "checkpoints" / "x.json").write_text("{}")
-    assert (tmp_path / "checkpoints").is_dir()
-    shutil.rmtree(tmp_path / "checkpoints")
+def test_disk_full_injection_really_fails_a_save(tmp_path: Path) -> None:
+    """Guard for the failure injection itself: a save while the disk is "full" raises and writes nothing."""
+    store = files.FileSessionStore(tmp_path / "s")
+    data = CheckpointData(
+        checkpoint_id="c", timestamp="2024-06-01T12:00:00+00:00", step_number=0, context="manual"
+    )
+    store.save(data.model_copy(update={"step_number": 0}))
+    log = tmp_path / "s" / "checkpoints" / files.LOG_FILE
+    before = log.read_bytes()
+    with _disk_full(tmp_path / "s"), pytest.raises(CheckpointSaveError, match="No space left"):
+        store.save(data.model_copy(update={"step_number": 1, "messages": [{"content": "x", "role": "user"}]}))
+    assert log.read_bytes() == before
+    store.close()

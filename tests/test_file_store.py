@@ -27,6 +27,7 @@ from checkpoint_system.model import FORMAT_NAME, FORMAT_VERSION, CheckpointData
 from checkpoint_system.storage import files
 from checkpoint_system.storage.delta import dumps_sorted
 from checkpoint_system.storage.files import (
+    COMMIT_FILE,
     LOG_FILE,
     FileSessionStore,
     checkpoint_file_name,
@@ -216,12 +217,13 @@ def test_existing_file_is_never_overwritten(
     assert path.read_bytes() == before and log.read_bytes() == log_before
     same(store.load(checkpoint_id), data)
 
+    store.close()  # a file that is there when the writer opens the session is refused at once
     foreign = store.checkpoint_dir / checkpoint_file_name(50, "message_appended", TIMESTAMP)
     foreign.write_text("precious")
     chat = Chat()
     chat.say(0)
-    with pytest.raises(CheckpointSaveError):
-        store.save(chat.checkpoint(50))
+    with pytest.raises(CheckpointSaveError, match="refusing to overwrite"):
+        FileSessionStore(store.root).save(chat.checkpoint(50))
     assert foreign.read_text() == "precious"
 
     with pytest.raises(CheckpointSaveError):
@@ -230,35 +232,31 @@ def test_existing_file_is_never_overwritten(
     assert not [p for p in store.checkpoint_dir.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_failed_publish_rolls_back_the_log(
+def test_failed_commit_rolls_back_the_log(
     store: FileSessionStore, saved: list[tuple[str, CheckpointData]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = store.checkpoint_dir / LOG_FILE
-    size = log.stat().st_size
+    commit = store.checkpoint_dir / COMMIT_FILE
+    size, commit_size = log.stat().st_size, commit.stat().st_size
     chat = Chat()
     for step in range(13):
         chat.say(step)
     data = chat.checkpoint(12)
 
-    real_publish = files._publish
+    real_write_all = files._write_all
 
-    def racing_publish(path: Path, data: bytes, *, fsync: bool) -> None:  # a file appears meanwhile
-        path.write_text("racer")
-        real_publish(path, data, fsync=fsync)
+    def disk_full_on_commit(fd: int, payload: bytes) -> None:
+        if fd == store._commit_fd:
+            real_write_all(fd, payload[:10])  # a partial line, then the disk is full
+            raise OSError(28, "No space left on device")
+        real_write_all(fd, payload)
 
-    monkeypatch.setattr(files, "_publish", racing_publish)
-    with pytest.raises(CheckpointSaveError):
-        store.save(data)
-    assert log.stat().st_size == size  # the appended bytes were taken back
-    store.path_of(files._file_name_for(data)).unlink()
-
-    def disk_full(path: Path, data: bytes, *, fsync: bool) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(files, "_publish", disk_full)
+    monkeypatch.setattr(files, "_write_all", disk_full_on_commit)
     with pytest.raises(CheckpointSaveError, match="No space left"):
         store.save(data)
-    assert log.stat().st_size == size
+    assert log.stat().st_size == size  # the appended bytes were taken back
+    assert commit.stat().st_size == commit_size  # and so was the partial commit line
+    assert not store.path_of(files._file_name_for(data)).exists()
     monkeypatch.undo()
 
     path = store.path_of(store.save(data))  # the retry writes exactly what is needed, once
@@ -270,6 +268,44 @@ def test_failed_publish_rolls_back_the_log(
     for checkpoint_id, expected in saved:
         same(reopened.load(checkpoint_id), expected)
     same(reopened.load(path.stem), data)
+
+
+def test_a_file_that_appears_under_a_pending_name_is_never_overwritten(
+    store: FileSessionStore, saved: list[tuple[str, CheckpointData]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = Chat()
+    for step in range(13):
+        chat.say(step)
+    data = chat.checkpoint(12)
+    real_create = store._publisher._create
+
+    def racing_create(path: Path, payload: bytes) -> None:  # someone else's file appears first
+        path.write_text("racer")
+        real_create(path, payload)
+
+    monkeypatch.setattr(store._publisher, "_create", racing_create)
+    checkpoint_id = store.save(data)  # committed; its file is created in the background
+    with pytest.raises(CheckpointSaveError, match="appeared before the checkpoint") as info:
+        store.flush()
+    assert checkpoint_id in str(info.value)
+    path = store.path_of(checkpoint_id)
+    assert path.read_text() == "racer"
+    monkeypatch.undo()
+    store.flush()  # reported once
+    store.close()
+    FileSessionStore(store.root).save(chat.checkpoint(13))  # reopening repairs only our own files
+    assert path.read_text() == "racer"
+    for earlier_id, expected in saved:
+        same(FileSessionStore(store.root).load(earlier_id), expected)
+
+
+def test_a_second_save_under_a_pending_name_is_refused(store: FileSessionStore) -> None:
+    chat = Chat()
+    chat.say(0)
+    data = chat.checkpoint(0)
+    store.save(data)
+    with pytest.raises(CheckpointSaveError, match="refusing to overwrite"):
+        store.save(data)  # whether or not the thread created the first one yet
 
 
 def test_negative_step_is_refused(store: FileSessionStore) -> None:

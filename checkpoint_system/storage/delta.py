@@ -613,11 +613,17 @@ class LogReplay:
         handler(self, record)
 
     def _copy_of_group_message(self, record: dict[str, Any]) -> dict[str, Any]:
-        item = dict(self.messages[_index(record["g"])])
-        if "o" in record:
-            item.update(self._message(record["o"]))
-        for key in record.get("x", ()):
-            del item[key]
+        index = record["g"]
+        if type(index) is not int or index < 0:
+            raise ValueError(f"invalid index {index!r}")
+        item = dict(self.messages[index])
+        overrides = record.get("o")
+        if overrides is not None:
+            item.update(self._message(overrides))
+        removed = record.get("x")
+        if removed:
+            for key in removed:
+                del item[key]
         return item
 
     def _grouped(self, record: dict[str, Any]) -> None:
@@ -692,18 +698,24 @@ class LogReplay:
     def _decode_dict(self, value: dict[str, Any]) -> Any:
         if len(value) == 1:
             if _STRING_REF in value:
-                return self.strings[_index(value[_STRING_REF])]
+                index = value[_STRING_REF]
+                if type(index) is not int or index < 0:
+                    raise ValueError(f"invalid index {index!r}")
+                return self.strings[index]
             if _LITERAL in value:
                 return {k: self.decode(v) for k, v in value[_LITERAL].items()}
-        decoded = {}
+        decoded = value  # copied only once a nested value needs decoding: most values are plain
         for key, item in value.items():
             kind = type(item)
             if kind is dict:
-                decoded[key] = self._decode_dict(item)
+                new: Any = self._decode_dict(item)
             elif kind is list:
-                decoded[key] = [self.decode(v) for v in item]
+                new = [self.decode(v) for v in item]
             else:
-                decoded[key] = item
+                continue
+            if decoded is value:
+                decoded = dict(value)
+            decoded[key] = new
         return decoded
 
     def history(self, hid: int, length: int, *, path: str | None) -> list[dict[str, Any]]:

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
 import secrets
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ from ..errors import (
 )
 from ..model import CheckpointData
 from .delta import DeltaEncoder, LogReplay, dumps
+from .file_publisher import FilePublisher, publishers_of
 from .protocol import Durability
 from .records import decode_checkpoint, inline_document, open_record, record_bytes, seal_record
 
@@ -103,14 +106,17 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _create_file(path: Path, data: bytes, *, fsync: bool) -> None:
-    """Create ``path`` (``FileExistsError`` if it exists) holding ``data``, written with one call."""
+    """Create ``path`` (``FileExistsError`` if it exists) holding ``data``; a failed write removes it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         _write_all(fd, data)
         if fsync:
             os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        _unlink_quietly(path)  # ours (O_EXCL): never leave a torn file behind
+        raise
+    os.close(fd)
 
 
 def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
@@ -256,8 +262,12 @@ def _open_commit_file(checkpoint_dir: Path) -> int:
 
 
 def _repair_records(checkpoint_dir: Path, *, fsync: bool) -> None:
-    """After a killed writer: rewrite committed record files that are missing or short, and remove the
-    unreadable file of a checkpoint that was never committed (killed between creating and writing it)."""
+    """After a killed writer: write the files of committed records that are missing or torn.
+
+    A torn file is a prefix of the record it should hold (the writer was killed while creating it); a file
+    under a committed name that is neither the record nor a prefix of it is someone else's and is left
+    alone, as is every file no commit line names.
+    """
     try:
         committed = _committed_records((checkpoint_dir / COMMIT_FILE).read_bytes())
     except FileNotFoundError:
@@ -266,23 +276,22 @@ def _repair_records(checkpoint_dir: Path, *, fsync: bool) -> None:
     for name, (record, size) in committed.items():
         path = checkpoint_dir / name
         try:
-            if orjson.loads(path.read_bytes()).get("checkpoint_id") == record.get("checkpoint_id"):
-                continue
-        except (OSError, orjson.JSONDecodeError, AttributeError):
-            pass
-        if log is None:
-            log = (checkpoint_dir / LOG_FILE).read_bytes()
-        if len(log) >= size:
-            write_file_atomic(path, _sealed(record, size, log), overwrite=True, fsync=fsync)
-    for entry in os.scandir(checkpoint_dir):
-        if entry.name in committed or not _CHECKPOINT_NAME.match(entry.name):
-            continue
-        try:
-            orjson.loads(Path(entry.path).read_bytes())
-        except orjson.JSONDecodeError:
-            _unlink_quietly(Path(entry.path))  # our own torn, uncommitted record: no checkpoint lost
+            existing: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            existing = None
         except OSError:
             continue
+        if existing:
+            with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                if orjson.loads(existing).get("checkpoint_id") == record.get("checkpoint_id"):
+                    continue
+        if log is None:
+            log = (checkpoint_dir / LOG_FILE).read_bytes()
+        if len(log) < size:
+            continue
+        sealed = _sealed(record, size, log)
+        if existing is None or sealed.startswith(existing):
+            write_file_atomic(path, sealed, overwrite=True, fsync=fsync)
 
 
 class FileSessionStore:
@@ -303,6 +312,14 @@ class FileSessionStore:
         self._log_hash = hashlib.sha256()
         self._lock_fd: int | None = None
         self._commit_fd: int | None = None
+        self._commit_size = 0
+        #: committed records whose file could not be created yet (retried at every save and flush)
+        self._unpublished: list[tuple[Path, bytes, OSError]] = []
+        #: file names in the checkpoint directory when the writer opened it, plus those it saved since
+        self._names: set[str] = set()
+        self._publisher = FilePublisher(
+            functools.partial(_create_file, fsync=False), key=os.path.abspath(self.checkpoint_dir)
+        )
         self._recovered_at: tuple[int, int] | None = None  # (log size, mtime) of the last recovery
 
     # -- writing ------------------------------------------------------------------------------------------
@@ -327,6 +344,8 @@ class FileSessionStore:
             encoder.load_state(replay)
             _repair_records(self.checkpoint_dir, fsync=self.durability == "fsync")
             self._commit_fd = _open_commit_file(self.checkpoint_dir)
+            self._commit_size = os.fstat(self._commit_fd).st_size
+            self._names = set(os.listdir(self.checkpoint_dir))
             if self.durability == "fsync":
                 os.fsync(fd)
                 _fsync_dir(self.checkpoint_dir)
@@ -364,6 +383,7 @@ class FileSessionStore:
 
     def _forget_log(self) -> None:
         """Drop the in-memory log state; the next save re-reads the log from disk (keeps the lock)."""
+        self._publisher.wait()  # the reopening repair must not race the thread's files
         for fd in (self._log_fd, self._commit_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -379,16 +399,20 @@ class FileSessionStore:
     def save(self, data: CheckpointData, *, trusted_prefix: bool = False) -> str:
         """Write one checkpoint; returns its id (the file's stem, see ``path_of``).
 
-        Order: the checkpoint's log bytes are appended, its record file is created under its final name
-        with one write (creating a file is the costliest step on a busy disk: one create, no temporary,
-        no rename), then one line of ``committed.jsonl`` commits it. A writer killed in between leaves at
-        worst an unreferenced log tail or a record file that is missing or short: the next open (for
-        writing, or by a reader once no writer holds the session) rewrites such files from
-        ``committed.jsonl`` and cuts the rest, so every listed checkpoint is complete.
+        Order: the checkpoint's log bytes are appended, then one line of ``committed.jsonl`` commits it
+        (the record as the encoder made it: enough to rebuild the record file exactly), then its record file
+        is created under its final name. With the default durability ("crash") the file is created by a
+        background thread (``FilePublisher``; creating a file is the costliest step on a busy disk), with
+        "fsync" at once and flushed to the device. A writer killed in between leaves at worst an unreferenced
+        log tail, or a committed record whose file is missing or short: the next open (for writing, or by a
+        reader once no writer holds the session) rewrites such files from ``committed.jsonl`` and cuts the
+        rest, so every listed checkpoint is complete.
 
         Raises ``CheckpointSaveError`` on any I/O failure, if the checkpoint's file already exists (files are
         never overwritten) or if the step number is negative; ``SessionLockedError`` if another writer holds
-        the session. After a failure the session on disk is unchanged and the store can save again.
+        the session. After a failure the session on disk is unchanged and the store can save again. (A file
+        that someone else creates under the name of a pending checkpoint while this writer runs is left
+        alone too; ``flush`` reports it.)
         """
         if data.step_number < 0:
             raise CheckpointSaveError(
@@ -396,23 +420,24 @@ class FileSessionStore:
             )
         path = self.checkpoint_dir / _file_name_for(data)
         committed = False
-        published = False
-        log_written = False
-        old_size = self._log_size
+        log_written = commit_written = False
+        old_size, old_commit_size = self._log_size, self._commit_size
+        if self._unpublished or self._publisher.has_failures:
+            self._publish_failed()  # files of earlier saves the thread could not create: retry, or raise
         try:
             encoder = self._open_for_writing()
-            old_size = self._log_size
-            if os.path.lexists(path):
+            old_size, old_commit_size = self._log_size, self._commit_size
+            if path.name in self._names:  # no lookup on disk: it would wait for the thread's creates
                 raise CheckpointSaveError(
                     "a file with this name already exists; refusing to overwrite", path=path
                 )
             encoded = encoder.encode(data, trusted_prefix=trusted_prefix)
             fsync = self.durability == "fsync"
-            assert self._log_fd is not None
+            assert self._log_fd is not None and self._commit_fd is not None
             new_hash = self._log_hash.copy()
             new_hash.update(encoded.log_bytes)
             prefix_size = old_size + len(encoded.log_bytes)
-            bare = dumps(encoded.record)  # what committed.jsonl keeps (sealing adds the hashes)
+            line = _record_line(dumps(encoded.record), prefix_size, path.name)
             record = seal_record(
                 encoded.record, size=prefix_size, sha256=new_hash.hexdigest(), location={"file": LOG_FILE}
             )
@@ -421,29 +446,80 @@ class FileSessionStore:
             _write_all(self._log_fd, encoded.log_bytes)
             if fsync:
                 os.fsync(self._log_fd)
-            _publish(path, sealed, fsync=fsync)  # one create + one write (a kill may tear it: see below)
-            published = True
-            assert self._commit_fd is not None
-            _write_all(self._commit_fd, _record_line(bare, prefix_size, path.name))  # the commit point
+            commit_written = True
+            _write_all(self._commit_fd, line)  # the commit point
             committed = True
+            self._names.add(path.name)
+            self._log_size, self._log_hash = prefix_size, new_hash
+            self._commit_size = old_commit_size + len(line)
+            encoder.commit(encoded)
             if fsync:
                 os.fsync(self._commit_fd)
-            self._log_size, self._log_hash = prefix_size, new_hash
-            encoder.commit(encoded)
+                _publish(path, sealed, fsync=True)
+            else:
+                self._publisher.submit(path, sealed)
         except BaseException as exc:
             if committed:  # interrupted after the commit point: re-read the log next time
                 self._forget_log()
-            else:
-                if published:  # its commit line could not be written: the file must not stay either
-                    _unlink_quietly(path)
-                if log_written:  # the appended bytes belong to no checkpoint: take them back
-                    self._truncate_log(old_size)
+            else:  # take back what this save appended: it belongs to no checkpoint
+                if commit_written:
+                    self._truncate(self._commit_fd, old_commit_size)
+                if log_written:
+                    self._truncate(self._log_fd, old_size)
             if isinstance(exc, CheckpointError):
                 raise
             if isinstance(exc, (OSError, TypeError, ValueError)):
                 raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=path) from exc
             raise
         return path.stem
+
+    def flush(self) -> None:
+        """Wait until every saved checkpoint's file exists.
+
+        Raises ``CheckpointSaveError`` if a file cannot be created (it is tried again at the next save and
+        flush; its checkpoint stays committed, and the file is rewritten when the session is next opened).
+        """
+        self._publisher.wait()
+        for other in publishers_of(self._publisher.key):  # another store object writing this session
+            if other is not self._publisher:
+                other.wait()
+        self._publish_failed()
+
+    def _publish_failed(self) -> None:
+        """Create the record files the background thread could not (a full disk may have room again).
+
+        Raises ``CheckpointSaveError`` for files that still fail (kept for the next try) and, once, for a
+        name someone else's file took meanwhile (that file is left alone).
+        """
+        self._unpublished.extend(self._publisher.failures())
+        still: list[tuple[Path, bytes, OSError]] = []
+        foreign: list[Path] = []
+        for path, data, _ in self._unpublished:
+            try:
+                _create_file(path, data, fsync=self.durability == "fsync")
+            except FileExistsError:
+                with contextlib.suppress(OSError):
+                    if path.read_bytes() == data:
+                        continue
+                foreign.append(path)
+            except OSError as exc:
+                still.append((path, data, exc))
+        self._unpublished = still
+        if foreign:
+            raise CheckpointSaveError(
+                "a file with this name appeared before the checkpoint's file was created; it is left alone "
+                f"(the checkpoint is committed in {COMMIT_FILE})",
+                path=foreign[0],
+            )
+        if still:
+            path, _, first_error = still[0]
+            more = f" (and {len(still) - 1} more)" if len(still) > 1 else ""
+            raise CheckpointSaveError(
+                f"could not create the checkpoint file{more}: {first_error}; it is tried again at the next "
+                f"save, "
+                f"and rewritten from {COMMIT_FILE} when the session is next opened",
+                path=path,
+            )
 
     def _recover_unpublished(self) -> None:
         """A reader's repair after a killed writer: publish records the log committed but no file has.
@@ -476,13 +552,13 @@ class FileSessionStore:
         finally:
             os.close(fd)  # releases the lock
 
-    def _truncate_log(self, size: int) -> None:
+    def _truncate(self, fd: int | None, size: int) -> None:
         try:
-            if self._log_fd is None:
-                raise OSError("log not open")
-            os.ftruncate(self._log_fd, size)
+            if fd is None:
+                raise OSError("not open")
+            os.ftruncate(fd, size)
         except OSError:
-            self._forget_log()  # the log may hold stray bytes: re-read (and re-cut) it on the next save
+            self._forget_log()  # stray bytes may remain: re-read (and re-cut) the files on the next save
 
     def write_document(self, name: str, value: Any) -> None:
         """Atomically (re)write ``<session>/<name>``: text for ``.txt`` names, indented JSON otherwise."""
@@ -522,10 +598,19 @@ class FileSessionStore:
 
     def locate(self, checkpoint_id: str) -> str:
         """The checkpoint's file path (loadable from anywhere with ``read_checkpoint_file``)."""
+        self.flush()
         return str(self.path_of(checkpoint_id))
 
     def close(self) -> None:
-        """Release the log and the writer lock (a later save reopens them)."""
+        """Wait for pending record files, then release the log and the writer lock (a later save reopens
+        them). A record file that cannot be created is reported with a ``RuntimeWarning``: its checkpoint
+        is committed and the file is rewritten when the session is next opened."""
+        self._publisher.close()
+        try:
+            self._publish_failed()
+        except CheckpointSaveError as exc:
+            warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
+        self._unpublished = []
         for attr in ("_log_fd", "_commit_fd", "_lock_fd"):
             fd = getattr(self, attr)
             if fd is not None:
@@ -540,6 +625,7 @@ class FileSessionStore:
     # -- reading ------------------------------------------------------------------------------------------
     def list_checkpoints(self) -> list[str]:
         """Checkpoint ids of this session in step order."""
+        self.flush()
         if not self.checkpoint_dir.is_dir():
             return []
         self._recover_unpublished()
@@ -551,12 +637,20 @@ class FileSessionStore:
         return [name for _, name in sorted(found)]
 
     def path_of(self, checkpoint_id: str | Path) -> Path:
-        """The file of a checkpoint id (a bare id, a file name in this session, or a path to a .json file)."""
+        """The file of a checkpoint id (a bare id, a file name in this session, or a path to a .json file).
+
+        A checkpoint of this writer whose file the background thread has not created yet is waited for.
+        """
         candidate = Path(checkpoint_id)
         if candidate.suffix == ".json" and (candidate.is_absolute() or len(candidate.parts) > 1):
-            return candidate
-        name = candidate.name if candidate.suffix == ".json" else f"{candidate.name}.json"
-        return self.checkpoint_dir / name
+            path = candidate
+        else:
+            path = self.checkpoint_dir / (
+                candidate.name if candidate.suffix == ".json" else f"{candidate.name}.json"
+            )
+        if any(path.name in publisher.pending for publisher in publishers_of(self._publisher.key)):
+            self.flush()
+        return path
 
     def load(self, checkpoint_id: str | Path) -> CheckpointData:
         """Load a checkpoint of this session by id, file name or path."""

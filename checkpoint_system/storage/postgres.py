@@ -568,6 +568,9 @@ class PostgresSessionStore:
                 raise CheckpointSaveError(exc.reason, path=where) from exc
         raise CheckpointSaveError("could not write document: the session row vanished", path=where)
 
+    def flush(self) -> None:
+        """Nothing to wait for: a save returns once its transaction committed."""
+
     def close(self) -> None:
         """Close the writer connection, releasing the session lock (a later save takes it again)."""
         with self._mutex:

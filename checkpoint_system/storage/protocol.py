@@ -59,6 +59,12 @@ class SessionStore(Protocol):
         """Names of the session's documents, sorted."""
         ...
 
+    def flush(self) -> None:
+        """Return once every saved checkpoint is visible to other processes (a backend may finish writes
+        in the background: the file store creates record files in a thread); raises ``CheckpointSaveError``
+        if such a write failed."""
+        ...
+
     def close(self) -> None:
         """Release the writer lease and any connection (a later save reacquires them)."""
         ...

@@ -522,6 +522,9 @@ class SqliteSessionStore:
             except sqlite3.Error as exc:
                 raise CheckpointSaveError(f"could not write document: {exc}", path=where) from exc
 
+    def flush(self) -> None:
+        """Nothing to wait for: a save returns once its transaction committed."""
+
     def close(self) -> None:
         """Release the writer lease (a later save takes it again)."""
         token, self._token, self._log, self._key = self._token, None, None, None
