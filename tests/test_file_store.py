@@ -835,3 +835,20 @@ def test_manager_warn_policy_keeps_going(session: Path) -> None:
     with pytest.raises(CheckpointSaveError):
         strict.save_checkpoint(first)
     strict.close()
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "stamp"),
+    [
+        ("2024-06-01T12:00:00.123456+00:00", "20240601_120000_123456"),  # utc_timestamp()'s own form
+        ("2024-06-01T12:00:00+00:00", "20240601_120000_0000"),  # no fraction: the digits as they come
+        ("2024-06-01T12:00:00.12+00:00", "20240601_120000_120000"),
+        ("2024-06-01T12:00:00.123456789Z", "20240601_120000_123456"),
+        ("2024-06-01T1a:00:00.123456+00:00", "20240601_100001_234560"),
+    ],
+)
+def test_file_names_take_the_timestamps_digits(timestamp: str, stamp: str) -> None:
+    assert (
+        checkpoint_file_name(3, "message appended!", timestamp)
+        == f"checkpoint_3_message-appended_{stamp}.json"
+    )

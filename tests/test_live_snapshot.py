@@ -50,11 +50,6 @@ def test_live_checkpoints_encode_like_kept_snapshots(
         assert kwargs["copy_histories"] is False  # every checkpoint of a run is a live one
         full = create(*args, **{**kwargs, "copy_histories": True})
         full = full.model_copy(update={"checkpoint_id": data.checkpoint_id, "timestamp": data.timestamp})
-        # A live snapshot's manager configuration has never included ``silent`` (it is not one of the
-        # agent configuration fields the snapshot hands over): leave it out here too.
-        assert full.manager_state is not None
-        manager_fields = {k: v for k, v in vars(full.manager_state).items() if k != "silent"}
-        full.manager_state = manager_fields  # type: ignore[assignment]
         encoded = encode(shadow, full, trusted_prefix=False)
         shadow.commit(encoded)
         kept.append((encoded.log_bytes, orjson.loads(orjson.dumps(encoded.record))))
@@ -235,3 +230,16 @@ def test_group_message_copies_round_trip(trusted: bool, monkeypatch: pytest.Monk
         {"H": [1], "g": 2, "o": {"role": "assistant"}},
         {"H": [3], "g": 2, "o": {"name": long_ref}},
     ]
+
+
+@pytest.mark.parametrize("silent", [True, False])
+def test_a_live_checkpoint_keeps_the_managers_silent_flag(silent: bool, tmp_path: Path) -> None:
+    scenario = build_round_robin()
+    scenario.manager_kwargs = {**scenario.manager_kwargs, "silent": silent}
+    checkpoint_manager = CheckpointManager(tmp_path / "session")
+    manager = scenario.make_manager(CheckpointingGroupChatManager, checkpoint_manager=checkpoint_manager)
+    scenario.run(manager)
+    checkpoint_manager.close()
+    for checkpoint_id in checkpoint_manager.list_checkpoints():
+        state = checkpoint_manager.load_checkpoint(checkpoint_id).manager_state
+        assert state is not None and state.silent is silent

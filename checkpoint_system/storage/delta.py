@@ -534,6 +534,8 @@ class _EncodeJob:
         static = values.get(STATIC_FIELDS_KEY)
         if static is None:
             static = {k: v for k, v in values.items() if k not in _RECORD_FIELDS and k not in _COUNTER_FIELDS}
+        elif "silent" in values:  # a live manager: its flag belongs with its settings, as in a kept snapshot
+            static = {**static, "silent": values["silent"]}
         config = self.config_from_fields(static)
         if config != logged.config:
             self.emit({"ac": label, "c": config})
