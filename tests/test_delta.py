@@ -139,6 +139,17 @@ class Session:
         return [orjson.loads(line) for line in self.log.splitlines()]
 
 
+def logged_strings(records: list[dict[str, Any]]) -> list[str]:
+    """The long strings a log defines, in table order (``"S"`` lists; format 3's ``{"s": n, "v": ...}``)."""
+    strings: list[str] = []
+    for record in records:
+        if "S" in record:
+            strings.extend(record["S"])
+        elif next(iter(record)) == "s":
+            strings.append(record["v"])
+    return strings
+
+
 def assert_same(loaded: CheckpointData, expected: CheckpointData) -> None:
     assert loaded.model_dump() == expected.model_dump()
     assert loaded == expected
@@ -300,7 +311,7 @@ def test_long_short_and_unicode_strings() -> None:
     data = checkpoint(0, messages + repeated, {"planner": {MANAGER: messages}})
     session.save(data)
     assert_same(session.load(0), data)
-    strings = [r["v"] for r in session.log_records() if "s" in r]
+    strings = logged_strings(session.log_records())
     assert boundary not in strings and interned in strings
     assert strings.count("x" * 100_000) == 1
     assert len(session.log) < 100_000 + 10_000  # the 100 kB text is written once, not three times
@@ -447,8 +458,8 @@ def test_encode_without_commit_does_not_change_state() -> None:
     assert_same(session.load(3), frozen(data))
     with pytest.raises(ValueError, match="stale"):
         session.encoder.commit(failed)
-    strings = [r["s"] for r in session.log_records() if "s" in r]
-    assert strings == list(range(len(strings)))  # no string written twice
+    strings = logged_strings(session.log_records())
+    assert strings and len(strings) == len(set(strings))  # no string written twice
 
 
 def test_continue_from_replayed_log() -> None:
@@ -485,9 +496,34 @@ def test_replay_rejects_malformed_logs() -> None:
         b"[1]\n",
         b"not json\n",
         b'{"m":{}}',
+        b'{"m":{"content":{"$s":0}},"S":"not a list"}\n',
+        b'{"m":{"content":{"$s":0}},"S":[7]}\n',
+        b'{"D":"a:x","v":{"reply_at_receive":{}}}\n',  # a change before the full counters
+        b'{"d":"a:x","v":{}}\n{"D":"a:x","v":[]}\n',
+        b'{"m":{"role":"user"}}\n{"H":[0],"g":-1}\n',
     ):
         with pytest.raises(CorruptCheckpointError):
             LogReplay().apply_bytes(bad, path="log.jsonl")
+
+
+def test_strings_are_defined_by_the_line_that_carries_them() -> None:
+    text, other = "t" * INTERN_MIN_LENGTH, "o" * INTERN_MIN_LENGTH
+    replay = LogReplay()
+    replay.apply_bytes(
+        b'{"hd":0,"a":"a:x","p":"m"}\n'
+        b'{"m":{"content":{"$s":0},"role":"user"},"S":["' + text.encode() + b'"]}\n'
+        b'{"S":["' + other.encode() + b'"]}\n'  # a definition on its own line
+        b'{"H":[0],"g":0,"o":{"name":{"$s":1}}}\n'
+        b'{"d":"a:x","v":{"reply_at_receive":{"m":true},"consecutive_auto_reply_counter":{"m":0}}}\n'
+        b'{"D":"a:x","v":{"consecutive_auto_reply_counter":{"m":1}}}\n'
+    )
+    assert replay.strings == [text, other]
+    assert replay.messages == [{"content": text, "role": "user"}]
+    assert replay.histories[0] == [{"content": text, "role": "user", "name": other}]
+    assert replay.dynamic["a:x"] == {
+        "reply_at_receive": {"m": True},
+        "consecutive_auto_reply_counter": {"m": 1},
+    }
 
 
 def test_bytes_per_checkpoint_stay_flat() -> None:

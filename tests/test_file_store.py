@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from test_delta import logged_strings
 
 from checkpoint_system.errors import (
     CheckpointError,
@@ -261,8 +262,8 @@ def test_failed_commit_rolls_back_the_log(
 
     path = store.path_of(store.save(data))  # the retry writes exactly what is needed, once
     same(store.load(path.stem), data)
-    strings = [r["s"] for r in map(orjson.loads, log.read_bytes().splitlines()) if "s" in r]
-    assert strings == list(range(len(strings)))
+    strings = logged_strings([orjson.loads(line) for line in log.read_bytes().splitlines()])
+    assert strings and len(strings) == len(set(strings))  # no string written twice
     store.close()
     reopened = FileSessionStore(store.root)
     for checkpoint_id, expected in saved:
@@ -378,7 +379,7 @@ def test_reopen_continues_log_and_steps(session: Path) -> None:
     assert appended and not any("c" in r or "hd" in r or "mt" in r or "ht" in r for r in appended)
     # Continuing wrote only the new messages: 5 steps cost about what the first 5 did (configs aside).
     assert log.stat().st_size - size < size
-    strings = [r["v"] for r in map(orjson.loads, log.read_bytes().splitlines()) if "s" in r]
+    strings = logged_strings([orjson.loads(line) for line in log.read_bytes().splitlines()])
     assert len(strings) == len(set(strings)) == 10  # each message text once, across both writers
     second.close()
 

@@ -1,9 +1,11 @@
-"""Sessions written in the previous checkpoint format (2) keep loading and continuing.
+"""Sessions written in earlier checkpoint formats (2 and 3) keep loading and continuing.
 
-``tests/fixtures/format2_session/`` is a real math-chat session (with a continuation and an intervention
-continuation inside it) written by this library before format 3 moved agent state into the log. Every
-checkpoint of it must load through the format-2 reader, equal what the session's own transcript says, and a
-continuation from it must finish the chat (in a temporary copy: the fixture is never written to).
+``tests/fixtures/format2_session/`` and ``format3_session/`` are real math-chat sessions (each with a
+continuation and an intervention continuation inside it) written by this library: format 2 before agent
+state moved into the log, format 3 before strings rode on the lines that use them and counters were logged
+as changes (and with the ``committed.jsonl`` of its time). Every checkpoint must load, equal what the
+session's own transcript says, and a continuation from it must finish the chat in the current format (in a
+temporary copy: the fixtures are never written to).
 """
 
 from __future__ import annotations
@@ -16,28 +18,39 @@ from pathlib import Path
 import orjson
 import pytest
 
-from checkpoint_system import FORMAT_VERSION, read_checkpoint_file
+from checkpoint_system import FORMAT_VERSION, CheckpointManager, read_checkpoint_file
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "format2_session"
+FIXTURES = {
+    version: Path(__file__).resolve().parent / "fixtures" / f"format{version}_session" for version in (2, 3)
+}
 sys.path.insert(0, str(ROOT / "examples"))
 
 import continue_from_checkpoint  # noqa: E402
 
-CHECKPOINTS = sorted(FIXTURE.rglob("checkpoints/checkpoint_*.json"))
+CHECKPOINTS = [
+    (version, path)
+    for version, fixture in FIXTURES.items()
+    for path in sorted(fixture.rglob("checkpoints/checkpoint_*.json"))
+]
 
 
-def test_the_fixture_is_in_the_previous_format() -> None:
-    assert FORMAT_VERSION == 3
-    assert len(CHECKPOINTS) >= 15
-    versions = {orjson.loads(path.read_bytes())["format_version"] for path in CHECKPOINTS}
-    assert versions == {2}
+@pytest.mark.parametrize("version", sorted(FIXTURES))
+def test_the_fixtures_are_in_earlier_formats(version: int) -> None:
+    assert FORMAT_VERSION == 4
+    paths = [path for v, path in CHECKPOINTS if v == version]
+    assert len(paths) >= 15
+    assert {orjson.loads(path.read_bytes())["format_version"] for path in paths} == {version}
 
 
-@pytest.mark.parametrize("path", CHECKPOINTS, ids=lambda p: f"{p.parent.parent.name}/{p.stem[:24]}")
-def test_every_format2_checkpoint_loads(path: Path) -> None:
+@pytest.mark.parametrize(
+    ("version", "path"),
+    CHECKPOINTS,
+    ids=lambda p: f"{p.parent.parent.name}/{p.stem[:24]}" if isinstance(p, Path) else str(p),
+)
+def test_every_earlier_checkpoint_loads(version: int, path: Path) -> None:
     data = read_checkpoint_file(path)
-    assert data.format_version == 2
+    assert data.format_version == version
     assert data.checkpoint_id == path.stem
     assert set(data.agent_states) >= {"solver", "code_executor", "verifier"}
     assert data.manager_state is not None and data.groupchat_state is not None
@@ -52,16 +65,39 @@ def test_every_format2_checkpoint_loads(path: Path) -> None:
         ]
 
 
-def test_a_format2_session_continues(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    copy = tmp_path / "format2_session"
-    shutil.copytree(FIXTURE, copy)
+@pytest.mark.parametrize("version", sorted(FIXTURES))
+def test_an_earlier_session_continues(
+    version: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    copy = tmp_path / "session"
+    shutil.copytree(FIXTURES[version], copy)
     start = sorted((copy / "checkpoints").glob("checkpoint_2_*.json"))[0]
     assert continue_from_checkpoint.main([str(start), "--rounds", "5"]) == 0
     out = capsys.readouterr().out
     assert "answer: 110" in out
     made = sorted(p for p in copy.iterdir() if p.name.startswith("continuation_"))[-1]
     written = sorted((made / "checkpoints").glob("checkpoint_*.json"))
-    assert written and all(orjson.loads(p.read_bytes())["format_version"] == 3 for p in written)
-    original = json.loads((FIXTURE / "chat_history.json").read_text(encoding="utf-8"))
+    assert written and all(orjson.loads(p.read_bytes())["format_version"] == FORMAT_VERSION for p in written)
+    original = json.loads((FIXTURES[version] / "chat_history.json").read_text(encoding="utf-8"))
     continued = json.loads((made / "chat_history.json").read_text(encoding="utf-8"))
     assert [m["content"] for m in continued] == [m["content"] for m in original]
+
+
+def test_a_format3_log_grows_in_the_current_format(tmp_path: Path) -> None:
+    """A writer reopening a format-3 session appends current-format lines; old and new checkpoints load."""
+    copy = tmp_path / "session"
+    shutil.copytree(FIXTURES[3], copy)
+    manager = CheckpointManager(copy)
+    before = manager.list_checkpoints()
+    newest = manager.load_checkpoint(before[-1])
+    step = manager.next_step_number()
+    assert manager.save_checkpoint(
+        newest.model_copy(update={"step_number": step, "context": "manual", "checkpoint_id": "again"})
+    )
+    manager.close()
+    after = manager.list_checkpoints()
+    assert after[: len(before)] == before and len(after) == len(before) + 1
+    again = manager.load_checkpoint(after[-1])
+    assert again.format_version == FORMAT_VERSION
+    assert again.messages == newest.messages and again.agent_states == newest.agent_states
+    assert [manager.load_checkpoint(cid).format_version for cid in before] == [3] * len(before)
