@@ -853,3 +853,27 @@ def test_file_names_take_the_timestamps_digits(timestamp: str, stamp: str) -> No
         checkpoint_file_name(3, "message appended!", timestamp)
         == f"checkpoint_3_message-appended_{stamp}.json"
     )
+
+
+def test_fsync_durability_reports_a_file_that_took_the_name_and_keeps_going(session: Path) -> None:
+    store = FileSessionStore(session, durability="fsync")
+    chat = Chat()
+    chat.say(0)
+    zero = chat.checkpoint(0).model_copy(deep=True)
+    first = store.save(zero)  # the writer is open: later files are not in its listing
+    chat.say(1)
+    data = chat.checkpoint(1)
+    foreign = store.checkpoint_dir / files._file_name_for(data)
+    foreign.write_text("precious")
+    with pytest.raises(CheckpointSaveError, match="appeared before") as info:
+        store.save(data)  # committed, but its file's name is taken: reported, never overwritten
+    assert str(foreign) in str(info.value)
+    assert foreign.read_text() == "precious"
+    chat.say(2)
+    two = chat.checkpoint(2).model_copy(deep=True)
+    third = store.save(two)  # the writer goes on
+    same(store.load(third), two)
+    same(store.load(first), zero)
+    store.close()
+    assert foreign.read_text() == "precious"  # reopening repairs only missing files and our own torn ones
+    assert len(FileSessionStore(session).list_checkpoints()) == 3

@@ -193,22 +193,6 @@ def export_checkpoint(data: CheckpointData, path: str | Path, *, fsync: bool = F
     return path
 
 
-def _publish(path: Path, data: bytes, *, fsync: bool) -> None:
-    """Create a record file under its final name with one write (never over an existing file).
-
-    A writer killed between the create and the write leaves a short file; the record is committed in
-    ``committed.jsonl``, from which ``_repair_records`` rewrites it when the session is next opened.
-    """
-    try:
-        _create_file(path, data, fsync=fsync)
-    except FileExistsError as exc:
-        raise CheckpointSaveError(
-            "a file with this name already exists; refusing to overwrite", path=path
-        ) from exc
-    if fsync:
-        _fsync_dir(path.parent)
-
-
 _RECORD_LINE = b'{"k":'
 
 
@@ -457,25 +441,41 @@ class FileSessionStore:
             self._log_size, self._log_hash = prefix_size, new_hash
             self._commit_size = old_commit_size + len(line)
             encoder.commit(encoded)
-            if fsync:
-                os.fsync(self._commit_fd)
-                _publish(path, sealed, fsync=True)
-            else:
+            if not fsync:
                 self._publisher.submit(path, sealed)
         except BaseException as exc:
-            if committed:  # interrupted after the commit point: re-read the log next time
-                self._forget_log()
-            else:  # take back what this save appended: it belongs to no checkpoint
-                if commit_written:
-                    self._truncate(self._commit_fd, old_commit_size)
-                if log_written:
-                    self._truncate(self._log_fd, old_size)
+            self._undo_uncommitted(committed, commit_written, log_written, old_size, old_commit_size)
             if isinstance(exc, CheckpointError):
                 raise
             if isinstance(exc, (OSError, TypeError, ValueError)):
                 raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=path) from exc
             raise
+        if fsync:  # committed: a file that cannot be created now is retried like the thread's failures
+            try:
+                os.fsync(self._commit_fd)
+                _create_file(path, sealed, fsync=True)
+                _fsync_dir(path.parent)
+            except OSError as exc:
+                self._unpublished.append((path, sealed, exc))
+                self._publish_failed()
         return path.stem
+
+    def _undo_uncommitted(
+        self,
+        committed: bool,
+        commit_written: bool,
+        log_written: bool,
+        old_size: int,
+        old_commit_size: int,
+    ) -> None:
+        """After a failed save: take back what it appended before its commit point."""
+        if committed:  # interrupted after the commit point: re-read the log next time
+            self._forget_log()
+        else:  # it belongs to no checkpoint
+            if commit_written:
+                self._truncate(self._commit_fd, old_commit_size)
+            if log_written:
+                self._truncate(self._log_fd, old_size)
 
     def flush(self) -> None:
         """Wait until every saved checkpoint's file exists.
@@ -520,8 +520,7 @@ class FileSessionStore:
             more = f" (and {len(still) - 1} more)" if len(still) > 1 else ""
             raise CheckpointSaveError(
                 f"could not create the checkpoint file{more}: {first_error}; it is tried again at the next "
-                f"save, "
-                f"and rewritten from {COMMIT_FILE} when the session is next opened",
+                f"save, and rewritten from {COMMIT_FILE} when the session is next opened",
                 path=path,
             )
 
