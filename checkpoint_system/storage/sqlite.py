@@ -114,8 +114,10 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS cs_schema_version (
     applied_at TEXT NOT NULL
 )"""
 _BUSY_TIMEOUT_S = 30.0
-#: new database files: 8 KiB pages pack 1-2 KiB log chunks with little slack
-_PAGE_SIZE = 8192
+#: new database files: 4 KiB pages (SQLite's default). Every commit writes each page it touched to the WAL,
+#: so smaller pages cost less per checkpoint; measured against 8 KiB: 0.50-0.60 vs 0.60-0.66 ms added per
+#: message, 3.46x vs 3.54x the raw text on disk
+_PAGE_SIZE = 4096
 #: the integer key of a session id, inside a statement
 _KEY = "(SELECT id FROM cs_sessions WHERE session_id = ?)"
 #: a checkpoint's log chunk, inserted only while the writer's token still holds the session's lease
