@@ -42,7 +42,7 @@ class FilePublisher:
         self._done = threading.Condition()
         self._submitted = 0
         self._finished = 0
-        self._failed: list[tuple[Path, bytes, OSError]] = []
+        self._failed: list[tuple[Path, bytes]] = []
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         #: names handed over and not created yet (so a second save under the same name is refused)
@@ -78,7 +78,7 @@ class FilePublisher:
         """True when ``failures`` has something to hand back (cheap: checked at every save)."""
         return bool(self._failed)
 
-    def failures(self) -> list[tuple[Path, bytes, OSError]]:
+    def failures(self) -> list[tuple[Path, bytes]]:
         """The files that could not be created so far, with their data (handed back once); no waiting."""
         failed, self._failed = self._failed, []
         return failed
@@ -97,8 +97,8 @@ class FilePublisher:
             path, data = item
             try:
                 self._create(path, data)
-            except OSError as exc:
-                self._failed.append((path, data, exc))
+            except OSError:  # the store creates it itself, and reports what still fails then
+                self._failed.append((path, data))
             self.pending.discard(path.name)
             with self._done:
                 self._finished += 1

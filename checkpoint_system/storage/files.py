@@ -301,8 +301,9 @@ class FileSessionStore:
         self._lock_fd: int | None = None
         self._commit_fd: int | None = None
         self._commit_size = 0
-        #: committed records whose file could not be created yet (retried at every save and flush)
-        self._unpublished: list[tuple[Path, bytes, OSError]] = []
+        #: committed records whose file this thread must create itself: with "fsync", or after the
+        #: background thread failed (retried at every save and flush until they exist)
+        self._unpublished: list[tuple[Path, bytes]] = []
         #: file names in the checkpoint directory when the writer opened it, plus those it saved since
         self._names: set[str] = set()
         self._publisher = FilePublisher(
@@ -411,7 +412,7 @@ class FileSessionStore:
         log_written = commit_written = False
         old_size, old_commit_size = self._log_size, self._commit_size
         if self._unpublished or self._publisher.has_failures:
-            self._publish_failed()  # files of earlier saves the thread could not create: retry, or raise
+            self._publish_unpublished()  # files of earlier saves the thread could not create: retry, or raise
         try:
             encoder = self._open_for_writing()
             old_size, old_commit_size = self._log_size, self._commit_size
@@ -441,7 +442,9 @@ class FileSessionStore:
             self._log_size, self._log_hash = prefix_size, new_hash
             self._commit_size = old_commit_size + len(line)
             encoder.commit(encoded)
-            if not fsync:
+            if fsync:
+                self._unpublished.append((path, sealed))
+            else:
                 self._publisher.submit(path, sealed)
         except BaseException as exc:
             self._undo_uncommitted(committed, commit_written, log_written, old_size, old_commit_size)
@@ -450,14 +453,14 @@ class FileSessionStore:
             if isinstance(exc, (OSError, TypeError, ValueError)):
                 raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=path) from exc
             raise
-        if fsync:  # committed: a file that cannot be created now is retried like the thread's failures
+        if fsync:  # committed: flush the commit, then create the file now (retried later if it fails)
             try:
                 os.fsync(self._commit_fd)
-                _create_file(path, sealed, fsync=True)
-                _fsync_dir(path.parent)
             except OSError as exc:
-                self._unpublished.append((path, sealed, exc))
-                self._publish_failed()
+                raise CheckpointSaveError(
+                    f"could not flush the commit to the device: {exc}", path=path
+                ) from exc
+            self._publish_unpublished()
         return path.stem
 
     def _undo_uncommitted(
@@ -487,27 +490,33 @@ class FileSessionStore:
         for other in publishers_of(self._publisher.key):  # another store object writing this session
             if other is not self._publisher:
                 other.wait()
-        self._publish_failed()
+        self._publish_unpublished()
 
-    def _publish_failed(self) -> None:
-        """Create the record files the background thread could not (a full disk may have room again).
+    def _publish_unpublished(self) -> None:
+        """Create, in this thread, the committed record files still missing: with "fsync" the one just
+        saved, and those the background thread could not create (a full disk may have room again).
 
         Raises ``CheckpointSaveError`` for files that still fail (kept for the next try) and, once, for a
         name someone else's file took meanwhile (that file is left alone).
         """
         self._unpublished.extend(self._publisher.failures())
-        still: list[tuple[Path, bytes, OSError]] = []
+        fsync = self.durability == "fsync"
+        still: list[tuple[Path, bytes]] = []
+        errors: list[OSError] = []
         foreign: list[Path] = []
-        for path, data, _ in self._unpublished:
+        for path, data in self._unpublished:
             try:
-                _create_file(path, data, fsync=self.durability == "fsync")
+                _create_file(path, data, fsync=fsync)
+                if fsync:
+                    _fsync_dir(path.parent)
             except FileExistsError:
                 with contextlib.suppress(OSError):
                     if path.read_bytes() == data:
                         continue
                 foreign.append(path)
             except OSError as exc:
-                still.append((path, data, exc))
+                still.append((path, data))
+                errors.append(exc)
         self._unpublished = still
         if foreign:
             raise CheckpointSaveError(
@@ -516,7 +525,7 @@ class FileSessionStore:
                 path=foreign[0],
             )
         if still:
-            path, _, first_error = still[0]
+            path, first_error = still[0][0], errors[0]
             more = f" (and {len(still) - 1} more)" if len(still) > 1 else ""
             raise CheckpointSaveError(
                 f"could not create the checkpoint file{more}: {first_error}; it is tried again at the next "
@@ -610,7 +619,7 @@ class FileSessionStore:
         is committed and the file is rewritten when the session is next opened."""
         self._publisher.close()
         try:
-            self._publish_failed()
+            self._publish_unpublished()
         except CheckpointSaveError as exc:
             warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
         self._unpublished = []
