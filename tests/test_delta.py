@@ -476,9 +476,10 @@ def test_continue_from_replayed_log() -> None:
     encoded = session.save(chat.snapshot(10), trusted=True)  # objects differ: full compare, then appends
     new_lines = [orjson.loads(line) for line in encoded.log_bytes.splitlines()]
     assert not any("mt" in r or "ht" in r or "ac" in r or "hd" in r or "r" in r for r in new_lines)
-    # the group message, then each agent's and the manager's copy of it
-    copies = sum(len(r["H"]) if "H" in r else 1 for r in new_lines if "m" in r or "g" in r)
-    assert copies == 1 + len(AGENTS) + 1
+    # one step line: the group message, then each agent's and the manager's copy of it
+    (step,) = [r for r in new_lines if "M" in r]
+    assert not any("m" in r or "g" in r for r in new_lines)
+    assert sum(len(entry[0]) for entry in step["H"]) == len(AGENTS) + 1
     assert_same(session.load(10), frozen(chat.snapshot(10)))
     assert_same(session.load(4), expected[4])
 
@@ -524,6 +525,89 @@ def test_strings_are_defined_by_the_line_that_carries_them() -> None:
         "reply_at_receive": {"m": True},
         "consecutive_auto_reply_counter": {"m": 1},
     }
+
+
+def test_a_message_is_one_step_line() -> None:
+    """After the first checkpoint, a message, its counter change and every history's copy share one line."""
+    chat, session = LiveChat(), Session()
+    for step in range(6):
+        chat.say(step)
+        session.save(chat.snapshot(step), trusted=True)
+    records = session.log_records()
+    steps = [record for record in records if "M" in record]
+    assert len(steps) == 5  # every checkpoint but the first, which defines the histories
+    assert not any(next(iter(record)) in ("m", "H", "D") for record in records[records.index(steps[0]) :])
+    for record in steps:
+        assert sorted(record) == ["D", "H", "M", "S"], record
+        defined_before = logged_strings(records[: records.index(record)])
+        assert len(record["S"]) == 1 and record["M"]["content"] == {"$s": len(defined_before)}
+        assert sum(len(entry[0]) for entry in record["H"]) == len(AGENTS) + 1  # every agent, the manager
+    loaded = session.load(5)
+    item = loaded.messages[-1]  # one object: the group chat's message, shared by the unchanged copies
+    histories = [state.oai_messages[MANAGER] for state in loaded.agent_states.values()]
+    assert all(history[-1] is item for history in histories)
+
+
+def test_a_step_whose_message_is_referred_to_by_other_lines_keeps_separate_lines() -> None:
+    """A line written after the message (a new history, a second copy) forces the format-4 line forms."""
+    chat, session, expected = LiveChat(), Session(), []
+    for step in range(4):
+        chat.say(step)
+        if step == 2:  # the critic gets the previous message again, then the new one: two "h" lines
+            chat.histories["critic"][MANAGER].insert(-1, dict(chat.messages[-2]))
+        if step == 3:  # a history with a new peer appears along with the message
+            chat.histories["planner"]["critic"] = [dict(chat.messages[-1], role="assistant")]
+        data = chat.snapshot(step)
+        expected.append(frozen(data))
+        session.save(data)
+    for index, data in enumerate(expected):
+        assert_same(session.load(index), data)
+    kinds = [sorted(orjson.loads(line)) for line in session.log.splitlines()]
+    assert ["S", "m"] in kinds and ["D", "H", "M", "S"] in kinds
+
+
+def test_step_lines_decode_overrides_removed_keys_and_counters() -> None:
+    text = "t" * INTERN_MIN_LENGTH
+    replay = LogReplay()
+    replay.apply_bytes(
+        b'{"hd":0,"a":"a:x","p":"m"}\n{"hd":1,"a":"a:y","p":"m"}\n{"hd":2,"a":"m:m","p":"x"}\n'
+        b'{"d":"a:x","v":{"reply_at_receive":{"m":true},"consecutive_auto_reply_counter":{"m":0}}}\n'
+        b'{"M":{"content":{"$s":0},"role":"user","name":"x","tool_calls":[{"id":"1"}]},'
+        b'"D":{"a:x":{"consecutive_auto_reply_counter":{"m":1}}},'
+        b'"H":[[[0]],[[1],{"role":"assistant"}],[[2],null,["name","tool_calls"]]],'
+        b'"S":["' + text.encode() + b'"]}\n'
+    )
+    message = {"content": text, "role": "user", "name": "x", "tool_calls": [{"id": "1"}]}
+    assert replay.messages == [message]
+    assert replay.histories == {
+        0: [message],
+        1: [{**message, "role": "assistant"}],
+        2: [{"content": text, "role": "user"}],
+    }
+    assert replay.histories[0][0] is replay.messages[0]
+    assert replay.dynamic["a:x"]["consecutive_auto_reply_counter"] == {"m": 1}
+
+
+def test_replay_rejects_malformed_step_lines() -> None:
+    from checkpoint_system.errors import CorruptCheckpointError
+
+    history = b'{"hd":0,"a":"a:x","p":"m"}\n'
+    for bad in (
+        b'{"M":[1]}\n',
+        b'{"M":{"content":{"$s":3}}}\n',
+        b'{"M":{},"D":{"a:x":{}}}\n',  # a change before the full counters
+        b'{"M":{},"D":[1]}\n',
+        history + b'{"M":{},"H":[[[5]]]}\n',
+        history + b'{"M":{},"H":7}\n',
+        history + b'{"M":{},"H":[{"0":1}]}\n',
+        history + b'{"M":{},"H":[[[0],"role"]]}\n',
+        history + b'{"M":{"role":"u"},"H":[[[0],null,["name"]]]}\n',
+        history + b'{"M":{},"H":[[[0],null,"name"]]}\n',
+        history + b'{"M":{},"H":[[[0],null,[],1]]}\n',
+        b'{"M":null}\n',
+    ):
+        with pytest.raises(CorruptCheckpointError):
+            LogReplay().apply_bytes(bad, path="log.jsonl")
 
 
 def test_bytes_per_checkpoint_stay_flat() -> None:

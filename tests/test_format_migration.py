@@ -1,9 +1,10 @@
-"""Sessions written in earlier checkpoint formats (2 and 3) keep loading and continuing.
+"""Sessions written in earlier checkpoint formats (2, 3 and 4) keep loading and continuing.
 
-``tests/fixtures/format2_session/`` and ``format3_session/`` are real math-chat sessions (each with a
-continuation and an intervention continuation inside it) written by this library: format 2 before agent
-state moved into the log, format 3 before strings rode on the lines that use them and counters were logged
-as changes (and with the ``committed.jsonl`` of its time). Every checkpoint must load, equal what the
+``tests/fixtures/format2_session/``, ``format3_session/`` and ``format4_session/`` are real math-chat
+sessions (each with a continuation and an intervention continuation inside it) written by this library:
+format 2 before agent state moved into the log, format 3 before strings rode on the lines that use them
+and counters were logged as changes (and with the ``committed.jsonl`` of its time), format 4 before a
+message and its copies shared one step line. Every checkpoint must load, equal what the
 session's own transcript says, and a continuation from it must finish the chat in the current format (in a
 temporary copy: the fixtures are never written to).
 """
@@ -21,9 +22,7 @@ import pytest
 from checkpoint_system import FORMAT_VERSION, CheckpointManager, read_checkpoint_file
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = {
-    version: Path(__file__).resolve().parent / "fixtures" / f"format{version}_session" for version in (2, 3)
-}
+FIXTURES = {version: ROOT / "tests" / "fixtures" / f"format{version}_session" for version in (2, 3, 4)}
 sys.path.insert(0, str(ROOT / "examples"))
 
 import continue_from_checkpoint  # noqa: E402
@@ -37,7 +36,7 @@ CHECKPOINTS = [
 
 @pytest.mark.parametrize("version", sorted(FIXTURES))
 def test_the_fixtures_are_in_earlier_formats(version: int) -> None:
-    assert FORMAT_VERSION == 4
+    assert FORMAT_VERSION == 5
     paths = [path for v, path in CHECKPOINTS if v == version]
     assert len(paths) >= 15
     assert {orjson.loads(path.read_bytes())["format_version"] for path in paths} == {version}
@@ -83,21 +82,34 @@ def test_an_earlier_session_continues(
     assert [m["content"] for m in continued] == [m["content"] for m in original]
 
 
-def test_a_format3_log_grows_in_the_current_format(tmp_path: Path) -> None:
-    """A writer reopening a format-3 session appends current-format lines; old and new checkpoints load."""
+@pytest.mark.parametrize("version", [3, 4])
+def test_an_earlier_log_grows_in_the_current_format(version: int, tmp_path: Path) -> None:
+    """A writer reopening an earlier session appends current-format lines; old and new checkpoints load."""
     copy = tmp_path / "session"
-    shutil.copytree(FIXTURES[3], copy)
+    shutil.copytree(FIXTURES[version], copy)
     manager = CheckpointManager(copy)
     before = manager.list_checkpoints()
     newest = manager.load_checkpoint(before[-1])
     step = manager.next_step_number()
-    assert manager.save_checkpoint(
-        newest.model_copy(update={"step_number": step, "context": "manual", "checkpoint_id": "again"})
-    )
+    assert newest.manager_state is not None
+    grown = newest.model_copy(deep=True)
+    message = {"content": "one more message, long enough to be a string of the table", "role": "user"}
+    grown.messages.append({**message, "name": "verifier"})
+    for name, state in grown.agent_states.items():  # every agent's copy, the speaker's as its own
+        copy_of = {**message, "role": "assistant"} if name == "verifier" else {**message, "name": "verifier"}
+        state.oai_messages.setdefault(grown.manager_state.name, []).append(copy_of)
+    for saved in (
+        newest.model_copy(update={"step_number": step, "context": "manual", "checkpoint_id": "again"}),
+        grown.model_copy(update={"step_number": step + 1, "context": "manual", "checkpoint_id": "grown"}),
+    ):
+        assert manager.save_checkpoint(saved)
     manager.close()
     after = manager.list_checkpoints()
-    assert after[: len(before)] == before and len(after) == len(before) + 1
-    again = manager.load_checkpoint(after[-1])
-    assert again.format_version == FORMAT_VERSION
+    assert after[: len(before)] == before and len(after) == len(before) + 2
+    again, loaded = manager.load_checkpoint(after[-2]), manager.load_checkpoint(after[-1])
+    assert again.format_version == loaded.format_version == FORMAT_VERSION
     assert again.messages == newest.messages and again.agent_states == newest.agent_states
-    assert [manager.load_checkpoint(cid).format_version for cid in before] == [3] * len(before)
+    assert loaded.messages == grown.messages and loaded.agent_states == grown.agent_states
+    last_line = orjson.loads((copy / "checkpoints" / "message_log.jsonl").read_bytes().splitlines()[-1])
+    assert "M" in last_line  # the new message went on a step line after the old format's lines
+    assert [manager.load_checkpoint(cid).format_version for cid in before] == [version] * len(before)

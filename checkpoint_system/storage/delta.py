@@ -24,18 +24,25 @@ Log record kinds, one JSON object per line::
     {"h": h, "g": j, "o": {..}, "x": [..]}  appended to history h: group chat message j with the keys
                                        of ``o`` replaced and the keys in ``x`` removed (an agent's copy
                                        of a group chat message differs only in ``role``/``name``)
-    {"H": [h, ...], "g": j, ...}       the same, appended to several histories at once (the usual case:
-                                       a message reaches every agent, two lines cover them all)
+    {"H": [h, ...], "g": j, ...}       the same, appended to several histories at once
+    {"M": msg, "D": {label: {...}}, "H": [[[h, ...]], [[h, ...], {..}], [[h, ...], {..}|null, [..]]]}
+                                       a step line, the usual checkpoint: group chat message appended, the
+                                       counter fields that changed per label, then each entry of "H" is
+                                       one copy of that message (keys of its second item replaced, keys
+                                       in its third removed; a bare ``[[h, ...]]`` shares the message
+                                       itself) appended to histories h, ...
     {"ht": h, "n": k}                  history h truncated to k
     {"hx": h}                          history h dropped
     {"S": ["text", ...]}               strings defined alone (rare: see below)
 
 Any line may also carry ``"S": ["text", ...]``: the next long strings of the table, defined before the
 line is applied (a new message's line carries its own content). Format 3 logs defined each string on a
-line of its own, ``{"s": n, "v": "text"}``, and wrote every counter change in full; both are still read.
+line of its own, ``{"s": n, "v": "text"}``, and wrote every counter change in full; format 4 logs wrote a
+message, its counter changes and its copies on separate ``"m"``, ``"D"`` and ``"H"`` lines (still
+written when a line between them refers to the message). All are still read.
 
 Agent labels are ``a:<name>`` for agents and ``m:<name>`` for the manager. A checkpoint record (formats 3
-and 4) then only holds the message count, the round position, the speaker, and references to its metadata
+to 5) then only holds the message count, the round position, the speaker, and references to its metadata
 and group chat settings; everything else is the state the log prefix leaves. Format 2 records, which listed
 every agent's configuration, counters and history lengths, are still read.
 
@@ -248,7 +255,7 @@ class DeltaEncoder:
             record["speaker"] = manager_fields.get("current_speaker")
             if manager_fields.get("step_counter", data.step_number) != data.step_number:
                 record["step_counter"] = manager_fields["step_counter"]
-        job.emit_grouped()
+        job.finish_step()
         if data.groupchat_state is not None:
             values = _fields(data.groupchat_state)
             static = values.get(STATIC_FIELDS_KEY)  # a live snapshot's settings dict (as for agents)
@@ -371,11 +378,25 @@ class _EncodeJob:
         # the newest group chat message (a dict, else None) and ``"g":j`` referring to it
         self.group_base: dict[str, Any] | None = None
         self.group_index = b""
-        # histories that each got exactly one copy of a group chat message, by the reference they got
-        self.grouped: dict[bytes, list[int]] = {}
+        # histories that each got exactly one copy of a group chat message, by the overrides ("o") and
+        # removed keys ("x") of their copy
+        self.grouped: dict[tuple[bytes | None, bytes | None], list[int]] = {}
+        # the step line's parts: the one message appended (its encoding, its strings, where its line goes
+        # if it cannot wait for the step line) and counter changes (label, changed fields)
+        self.step_message: bytes | None = None
+        self.step_strings: list[str] = []
+        self.step_at = 0
+        self.step_held = False  # True while the message can still wait for the step line
+        self.step_counters: list[tuple[bytes, bytes]] = []
 
-    def add(self, line: bytes) -> None:
-        """Append one log line; strings interned since the previous line ride on it (``"S"``)."""
+    def add(self, line: bytes, *, refers: bool = True) -> None:
+        """Append one log line; strings interned since the previous line ride on it (``"S"``).
+
+        ``refers=False``: the line cannot refer to a message or a string (a configuration blob), so a held
+        message may still move past it to the step line.
+        """
+        if refers:
+            self.step_held = False
         if self.pending_strings:
             line = line[:-2] + b',"S":' + dumps(self.pending_strings) + b"}\n"
             self.pending_strings = []
@@ -384,11 +405,55 @@ class _EncodeJob:
     def emit(self, record: dict[str, Any]) -> None:
         self.add(dumps(record) + b"\n")
 
-    def emit_grouped(self) -> None:
-        """One ``{"H": [h, ...], "g": j, ...}`` line per distinct reference instead of one per history."""
-        for reference, histories in self.grouped.items():
-            self.add(b'{"H":' + dumps(histories) + b"," + reference + b"}\n")
-        self.grouped.clear()
+    def finish_step(self) -> None:
+        """Write the usual changes of a checkpoint: its message, counter changes and history copies.
+
+        One step line (``{"M": ...}``) holds them when the message's line could wait until now (no line
+        written after it can refer to it or its strings: only configuration blobs were). Otherwise they
+        are written as separate lines: the message's where it was logged, then ``"D"`` lines, then one
+        ``"H"`` line per distinct reference.
+        """
+        message, grouped, counters = self.step_message, self.grouped, self.step_counters
+        if message is not None and self.step_held:
+            parts = [b'{"M":', message]
+            if counters:
+                changes = b",".join(label + b":" + changed for label, changed in counters)
+                parts.append(b',"D":{' + changes + b"}")
+            if grouped:
+                entries = []
+                for (overrides, removed), histories in grouped.items():
+                    entry = b"[" + dumps(histories)
+                    if overrides is not None or removed is not None:
+                        entry += b"," + (overrides or b"null")
+                    if removed is not None:
+                        entry += b"," + removed
+                    entries.append(entry + b"]")
+                parts.append(b',"H":[' + b",".join(entries) + b"]")
+            strings = self.step_strings + self.pending_strings
+            if strings:
+                parts.append(b',"S":' + dumps(strings))
+            self.pending_strings = []
+            self.lines.append(b"".join(parts) + b"}\n")
+        else:
+            if message is not None:
+                defined = b',"S":' + dumps(self.step_strings) if self.step_strings else b""
+                self.lines.insert(self.step_at, b'{"m":' + message + defined + b"}\n")
+            for label, changed in counters:
+                self.add(b'{"D":' + label + b',"v":' + changed + b"}\n")
+            for key, histories in grouped.items():
+                self.add(b'{"H":' + dumps(histories) + b"," + self.group_fragment(key) + b"}\n")
+        self.step_message, self.step_strings, self.step_counters = None, [], []
+        grouped.clear()
+
+    def group_fragment(self, key: tuple[bytes | None, bytes | None]) -> bytes:
+        """``"g":j,"o":{...},"x":[...]``: the line form of a copy of the newest group chat message."""
+        overrides, removed = key
+        fragment = self.group_index
+        if overrides is not None:
+            fragment += b',"o":' + overrides
+        if removed is not None:
+            fragment += b',"x":' + removed
+        return fragment
 
     def value(self, value: Any, intern: bool = True) -> Any:
         """Encode one JSON value, interning long strings (``intern=False``: look up only, log nothing)."""
@@ -426,8 +491,8 @@ class _EncodeJob:
         self.group_base = base if type(base) is dict else None
         self.group_index = b'"g":' + str(len(messages) - 1).encode()
 
-    def _group_reference(self, item: dict[str, Any]) -> bytes | None:
-        """``"g":j,...`` when ``item`` is the newest group chat message up to its role/name, else None."""
+    def _group_reference(self, item: dict[str, Any]) -> tuple[bytes | None, bytes | None] | None:
+        """(overrides, removed keys) when ``item`` is the newest group chat message up to its role/name."""
         base = self.group_base
         if base is None:
             return None
@@ -447,12 +512,10 @@ class _EncodeJob:
         removed = [key for key in base if key not in item] if len(item) - added != len(base) else []
         if removed and not _REF_OVERRIDABLE.issuperset(removed):
             return None
-        reference = self.group_index
-        if overrides:
-            reference += b',"o":' + dumps(overrides if short else self.value(overrides))
-        if removed:
-            reference += b',"x":' + dumps(removed)
-        return reference
+        return (
+            dumps(overrides if short else self.value(overrides)) if overrides else None,
+            dumps(removed) if removed else None,
+        )
 
     def sync_list(self, track: _Track, items: list[Any], history: int | None) -> int:
         """Emit what makes the logged list equal to ``items``; returns ``len(items)``."""
@@ -480,6 +543,13 @@ class _EncodeJob:
             if reference is not None:  # the common case: one copy of the newest group chat message
                 self.grouped.setdefault(reference, []).append(history)
                 tail, tail_encs = [items[keep]], [None]
+        if not tail and history is None and n_new - keep == 1 and type(items[keep]) is dict:
+            # the common case: one new group chat message, held back for the step line
+            enc = dumps(self.value(items[keep]))
+            self.step_message, self.step_strings, self.step_at = enc, self.pending_strings, len(self.lines)
+            self.step_held = True
+            self.pending_strings = []
+            tail, tail_encs = [items[keep]], [enc]
         if not tail:
             tail = list(items[keep:])
             tail_encs = [self.list_item(item, history) for item in tail]
@@ -500,7 +570,7 @@ class _EncodeJob:
         head = b'{"h":' + str(history).encode() + b","
         reference = self._group_reference(item)
         if reference is not None:
-            self.add(head + reference + b"}\n")
+            self.add(head + self.group_fragment(reference) + b"}\n")
             return None
         enc = dumps(self.value(item))
         self.add(head + b'"m":' + enc + b"}\n")
@@ -515,7 +585,7 @@ class _EncodeJob:
             if index is None:
                 index = self.encoder._config_count + len(self.new_configs)
                 self.new_configs[key] = index
-                self.add(b'{"c":' + str(index).encode() + b',"v":' + key + b"}\n")
+                self.add(b'{"c":' + str(index).encode() + b',"v":' + key + b"}\n", refers=False)
         return index
 
     def config_from_fields(self, values: dict[str, Any]) -> int:
@@ -562,7 +632,7 @@ class _EncodeJob:
                 self.add(b'{"d":' + dumps(label) + b',"v":' + encoded + b"}\n")
             else:  # the usual case: one counter moved; only the fields that changed
                 changed = {k: v for k, v in counters.items() if v != frozen[k]}
-                self.add(b'{"D":' + dumps(label) + b',"v":' + dumps_sorted(changed) + b"}\n")
+                self.step_counters.append((dumps(label), dumps_sorted(changed)))
             frozen = orjson.loads(encoded)  # a copy of its own, compared with the next checkpoint's
         peers = logged.peers  # copied before the first change
         histories = values.get("oai_messages") or {}
@@ -610,7 +680,11 @@ class LogReplay:
         gc.disable()  # tens of thousands of small objects: full collections would dominate the replay
         try:
             try:
-                records = orjson.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
+                document = bytearray(b"[")  # the lines as one JSON array: one parse, two copies
+                document += data
+                document = document.replace(b"\n", b",")
+                document[-1] = 0x5D  # "]" in place of the last line's newline
+                records = orjson.loads(document)
             except orjson.JSONDecodeError as exc:
                 raise CorruptCheckpointError(f"session log is not valid JSON: {exc}", path=path) from exc
             try:
@@ -624,32 +698,123 @@ class LogReplay:
                 gc.enable()
 
     def _apply_all(self, records: list[Any]) -> None:
-        """Apply parsed records in order; the three kinds every message writes are handled inline (a
-        1,000-message log holds about 4,000 of them, and a call per record is a third of the replay)."""
-        messages, histories, dynamic = self.messages, self.histories, self.dynamic
+        """Apply parsed records in order.
+
+        Step lines (one per message) and the per-message kinds of format 4 ("m", "H", "D") are handled
+        inline, their common shapes without a call: a 1,000-message log holds 1,000 to 4,000 of them and
+        this loop is most of a load.
+        """
+        messages, histories, dynamic, strings = self.messages, self.histories, self.dynamic, self.strings
+        copy_of = self._copy_of_group_message
         for record in records:
             if type(record) is not dict:
                 raise TypeError("log record is not an object")
-            kind = next(iter(record), "")
             defined = record.get("S")  # strings first: the record may refer to them
             if defined is not None:
-                self._define_strings(defined)
-            if kind == "H":  # one copy of a group chat message, appended to several histories
-                item = self._copy_of_group_message(record)
-                for hid in record["H"]:  # the histories share the item (readers copy what they keep)
+                if type(defined) is not list:
+                    raise TypeError("string definitions are not a list of strings")
+                for text in defined:
+                    if type(text) is not str:
+                        raise TypeError("string definitions are not a list of strings")
+                strings += defined
+            message = record.get("M")
+            if message is not None:  # a step line: message, counter changes, the histories' copies
+                content = message.get("content") if type(message) is dict else None
+                if type(content) is dict and len(content) == 1 and _STRING_REF in content:
+                    for value in message.values():  # the usual message: plain values around its content
+                        if type(value) is list or (type(value) is dict and value is not content):
+                            message = self._message(message)
+                            break
+                    else:
+                        reference = content[_STRING_REF]
+                        if type(reference) is not int or reference < 0:
+                            raise ValueError(f"invalid index {reference!r}")
+                        message["content"] = strings[reference]  # the parsed record is ours to reuse
+                else:
+                    message = self._message(message)
+                messages.append(message)
+                counters = record.get("D")
+                if counters is not None:
+                    for label, changed in counters.items():
+                        if type(changed) is not dict:
+                            raise TypeError("counters record is not an object")
+                        dynamic[label].update(changed)  # KeyError (malformed) before a full record
+                for entry in record.get("H", ()):
+                    if len(entry) == 1:
+                        item = message  # an unchanged copy: the histories share the message
+                    else:
+                        overrides = entry[1]
+                        if len(entry) == 2 and type(overrides) is dict:
+                            item = dict(message)  # the usual role/name override, decoded if needed
+                            for value in overrides.values():
+                                if type(value) is not str:
+                                    item.update(self._message(overrides))
+                                    break
+                            else:
+                                item.update(overrides)
+                        else:
+                            item = self._copy_with(message, *entry[1:])
+                    for hid in entry[0]:  # readers copy what they keep
+                        histories[hid].append(item)
+                continue
+            targets = record.get("H")
+            if targets is not None:  # format 4: one copy of a group chat message, for several histories
+                if len(record) == 2 + (defined is not None):  # an unchanged copy: share the message
+                    index = record["g"]
+                    if type(index) is not int or index < 0:
+                        raise ValueError(f"invalid index {index!r}")
+                    item = messages[index]
+                else:
+                    item = copy_of(record)
+                for hid in targets:
                     histories[hid].append(item)
-            elif kind == "D":  # the counter fields that changed
+                continue
+            message = record.get("m")
+            if message is not None and len(record) == 1 + (defined is not None):
+                messages.append(self._plain_message(message))
+                continue
+            kind = next(iter(record), "")
+            if kind == "D":  # format 4: the counter fields that changed
                 changed = record["v"]
                 if type(changed) is not dict:
                     raise TypeError("counters record is not an object")
-                dynamic[str(record["D"])].update(changed)  # KeyError (malformed) before a full record
-            elif kind == "m":
-                messages.append(self._message(record["m"]))
+                dynamic[str(record["D"])].update(changed)
             else:
                 handler = _HANDLERS.get(kind)
                 if handler is None:
                     raise ValueError(f"unknown record {sorted(record)}")
                 handler(self, record)
+
+    def _plain_message(self, encoded: Any) -> dict[str, Any]:
+        """A logged message; the usual one (plain values around a content reference) without recursion."""
+        if type(encoded) is not dict:
+            raise TypeError("message record is not an object")
+        content = encoded.get("content")
+        if type(content) is not dict or len(content) != 1 or _STRING_REF not in content:
+            return self._message(encoded)
+        for value in encoded.values():
+            if type(value) is list or (type(value) is dict and value is not content):
+                return self._message(encoded)
+        reference = content[_STRING_REF]
+        if type(reference) is not int or reference < 0:
+            raise ValueError(f"invalid index {reference!r}")
+        encoded["content"] = self.strings[reference]  # the parsed record is ours to reuse
+        return encoded
+
+    def _copy_with(self, base: dict[str, Any], overrides: Any = None, removed: Any = None) -> dict[str, Any]:
+        """A copy of ``base`` with the keys of ``overrides`` replaced and the keys in ``removed`` dropped."""
+        item = dict(base)
+        if overrides is not None:
+            if type(overrides) is dict and all(type(value) is str for value in overrides.values()):
+                item.update(overrides)  # the usual role/name: nothing to decode
+            else:
+                item.update(self._message(overrides))
+        if removed:
+            if type(removed) is not list:
+                raise TypeError("removed keys are not a list")
+            for key in removed:
+                del item[key]
+        return item
 
     def _define_strings(self, defined: Any) -> None:
         if type(defined) is not list or not all(type(text) is str for text in defined):
@@ -660,15 +825,7 @@ class LogReplay:
         index = record["g"]
         if type(index) is not int or index < 0:
             raise ValueError(f"invalid index {index!r}")
-        item = dict(self.messages[index])
-        overrides = record.get("o")
-        if overrides is not None:
-            item.update(self._message(overrides))
-        removed = record.get("x")
-        if removed:
-            for key in removed:
-                del item[key]
-        return item
+        return self._copy_with(self.messages[index], record.get("o"), record.get("x"))
 
     def _history_item(self, record: dict[str, Any]) -> None:
         history = self.histories[record["h"]]
