@@ -2,7 +2,8 @@
 
 SQLite: the writer lease is checked by the chunk insert itself (a lost lease writes nothing and raises
 ``SessionLockedError``), a failed first save does not leave the writer believing it holds the lease that
-was rolled back with it, and opening an up-to-date file takes no write lock. PostgreSQL: the checkpoint
+was rolled back with it, opening an up-to-date file takes no write lock, and a background thread folds
+the WAL into the database. PostgreSQL: the checkpoint
 insert runs through libpq directly, so its failures (a lost connection, a value the server rejects) must
 still come back as ``CheckpointSaveError`` and leave the session usable.
 """
@@ -113,6 +114,31 @@ def test_sqlite_opening_an_up_to_date_file_takes_no_write_lock(tmp_path: Path) -
     assert not thread.is_alive(), "opening the store waited for the write lock"
     assert len(loaded) == 1
     writer.close()
+
+
+def test_sqlite_wal_is_folded_in_by_a_background_thread(tmp_path: Path) -> None:
+    """Every ``every`` commits a thread copies the WAL into the database; closing removes the WAL."""
+    path = tmp_path / "wal.db"
+    store = SqliteStore(path)
+    store._wal.every = 5
+    session = store.open_session("wal")
+    chat = SyntheticChat("wal")
+    saved = fill(session, 4, chat=chat)
+    assert store._wal.checkpoints == 0
+    pages_before = path.stat().st_size // 4096  # the database file itself: nothing copied yet
+    saved |= fill(session, 1, start=4, chat=chat)  # the 5th commit wakes the thread
+    store._wal.wait()
+    assert store._wal.checkpoints == 1
+    assert path.stat().st_size // 4096 > pages_before  # the committed pages reached the database file
+    assert store.connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 1000  # safety net
+    saved |= fill(session, 7, start=5, chat=chat)
+    reader = SqliteStore(path).open_session("wal")
+    for checkpoint_id, data in saved.items():
+        same(reader.load(checkpoint_id), data)
+    reader.store.close()
+    session.close()
+    store.close()
+    assert not store._wal._thread and not Path(f"{path}-wal").exists()
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------------
