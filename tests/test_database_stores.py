@@ -139,6 +139,13 @@ def test_sqlite_wal_is_folded_in_by_a_background_thread(tmp_path: Path) -> None:
     session.close()
     store.close()
     assert not store._wal._thread and not Path(f"{path}-wal").exists()
+    done = store._wal.checkpoints
+    again = store.open_session("wal")  # a closed store reconnects, and its thread starts again
+    fill(again, 5, start=12, chat=chat)
+    store._wal.wait()
+    assert store._wal.checkpoints == done + 1 and store._wal._thread is not None
+    again.close()
+    store.close()
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------------

@@ -53,7 +53,9 @@ class WalCheckpointer:
         if self._commits < self.every or self._pid != os.getpid():
             return
         self._commits = 0
-        if self._thread is None:
+        if self._thread is None:  # the first request, or the first since ``close``
+            self._stopping = False
+            self._wake.clear()
             thread = threading.Thread(target=self._run, name=f"WAL of {self.path.name}", daemon=True)
             try:
                 thread.start()
