@@ -705,7 +705,7 @@ class LogReplay:
         this loop is most of a load.
         """
         messages, histories, dynamic, strings = self.messages, self.histories, self.dynamic, self.strings
-        copy_of = self._copy_of_group_message
+        copy_of, plain_message = self._copy_of_group_message, self._plain_message
         for record in records:
             if type(record) is not dict:
                 raise TypeError("log record is not an object")
@@ -719,19 +719,7 @@ class LogReplay:
                 strings += defined
             message = record.get("M")
             if message is not None:  # a step line: message, counter changes, the histories' copies
-                content = message.get("content") if type(message) is dict else None
-                if type(content) is dict and len(content) == 1 and _STRING_REF in content:
-                    for value in message.values():  # the usual message: plain values around its content
-                        if type(value) is list or (type(value) is dict and value is not content):
-                            message = self._message(message)
-                            break
-                    else:
-                        reference = content[_STRING_REF]
-                        if type(reference) is not int or reference < 0:
-                            raise ValueError(f"invalid index {reference!r}")
-                        message["content"] = strings[reference]  # the parsed record is ours to reuse
-                else:
-                    message = self._message(message)
+                message = plain_message(message)
                 messages.append(message)
                 counters = record.get("D")
                 if counters is not None:
@@ -771,7 +759,7 @@ class LogReplay:
                 continue
             message = record.get("m")
             if message is not None and len(record) == 1 + (defined is not None):
-                messages.append(self._plain_message(message))
+                messages.append(plain_message(message))
                 continue
             kind = next(iter(record), "")
             if kind == "D":  # format 4: the counter fields that changed
