@@ -80,7 +80,7 @@ class WalCheckpointer:
 
     @staticmethod
     def _checkpoint(connection: sqlite3.Connection) -> None:
-        """Copy the WAL into the database without blocking the writer, then let the WAL restart."""
+        """Copy the WAL into the database without blocking the writer, catching up with its commits."""
         seen = -1
         for _ in range(CATCH_UP_PASSES):  # until a pass finds no frame committed meanwhile
             _, logged, copied = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
@@ -97,7 +97,7 @@ class WalCheckpointer:
                 if self._stopping:
                     return
                 try:
-                    if connection is None:  # no busy wait: it would hold the writer lock while waiting
+                    if connection is None:  # a busy database is left to the next request: never wait
                         connection = sqlite3.connect(self.path, timeout=0, isolation_level=None)
                     self._checkpoint(connection)
                     self.checkpoints += 1
