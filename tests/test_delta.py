@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import random
 from typing import Any
 
 import orjson
@@ -608,6 +610,45 @@ def test_replay_rejects_malformed_step_lines() -> None:
     ):
         with pytest.raises(CorruptCheckpointError):
             LogReplay().apply_bytes(bad, path="log.jsonl")
+
+
+def _mutations(value: Any, rng: random.Random) -> Any:
+    """``value`` with one nested value replaced by something of another shape (a hostile edit)."""
+    hostile = [None, -1, 2**70, 1.5, True, "x", "", [], [[]], {}, {"$s": 10**6}, {"$lit": 7}, [None, [1]]]
+    if isinstance(value, dict) and value and rng.random() < 0.8:
+        key = rng.choice(sorted(value))
+        return {**value, key: _mutations(value[key], rng)}
+    if isinstance(value, list) and value and rng.random() < 0.8:
+        index = rng.randrange(len(value))
+        return [*value[:index], _mutations(value[index], rng), *value[index + 1 :]]
+    return rng.choice(hostile)
+
+
+def test_hostile_edits_of_a_log_are_corruption_errors() -> None:
+    """Any line of a real log changed to another shape either still replays or raises
+    ``CorruptCheckpointError``, never another exception (the replay validates what it reads)."""
+    from checkpoint_system.errors import CorruptCheckpointError
+
+    chat, session = LiveChat(), Session()
+    for step in range(6):
+        chat.say(step)
+        if step == 4:  # a copy without its name: a step line entry with removed keys
+            chat.histories["coder"][MANAGER][-1] = {k: v for k, v in chat.messages[-1].items() if k != "name"}
+        session.save(chat.snapshot(step), trusted=True)
+    records = session.log_records()
+    assert any("M" in r for r in records)
+    rng = random.Random(20261121)
+    outcomes = {"replayed": 0, "rejected": 0}
+    for _ in range(600):
+        index = rng.randrange(len(records))
+        changed = [*records[:index], _mutations(records[index], rng), *records[index + 1 :]]
+        data = "".join(json.dumps(r) + "\n" for r in changed).encode()
+        try:
+            LogReplay().apply_bytes(data, path="log.jsonl")
+            outcomes["replayed"] += 1
+        except CorruptCheckpointError:
+            outcomes["rejected"] += 1
+    assert outcomes["replayed"] and outcomes["rejected"] > 100, outcomes
 
 
 def test_bytes_per_checkpoint_stay_flat() -> None:
