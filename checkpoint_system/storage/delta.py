@@ -538,18 +538,17 @@ class _EncodeJob:
             adopt_all = True  # identical items now refer to the caller's objects (O(1) checks later)
         tail: list[Any] = []
         tail_encs: list[bytes | None] = []
-        if history is not None and n_new - keep == 1 and type(items[keep]) is dict:
-            reference = self._group_reference(items[keep])
-            if reference is not None:  # the common case: one copy of the newest group chat message
-                self.grouped.setdefault(reference, []).append(history)
-                tail, tail_encs = [items[keep]], [None]
-        if not tail and history is None and n_new - keep == 1 and type(items[keep]) is dict:
-            # the common case: one new group chat message, held back for the step line
-            enc = dumps(self.value(items[keep]))
-            self.step_message, self.step_strings, self.step_at = enc, self.pending_strings, len(self.lines)
-            self.step_held = True
-            self.pending_strings = []
-            tail, tail_encs = [items[keep]], [enc]
+        if n_new - keep == 1 and type(items[keep]) is dict:  # the common case: one new item
+            if history is None:  # a new group chat message, held back for the step line
+                enc = dumps(self.value(items[keep]))
+                self.step_message, self.step_strings = enc, self.pending_strings
+                self.step_at, self.step_held, self.pending_strings = len(self.lines), True, []
+                tail, tail_encs = [items[keep]], [enc]
+            else:
+                reference = self._group_reference(items[keep])
+                if reference is not None:  # one copy of the newest group chat message
+                    self.grouped.setdefault(reference, []).append(history)
+                    tail, tail_encs = [items[keep]], [None]
         if not tail:
             tail = list(items[keep:])
             tail_encs = [self.list_item(item, history) for item in tail]
@@ -705,7 +704,7 @@ class LogReplay:
         this loop is most of a load.
         """
         messages, histories, dynamic, strings = self.messages, self.histories, self.dynamic, self.strings
-        copy_of, plain_message = self._copy_of_group_message, self._plain_message
+        copy_of, copy_with, plain_message = self._copy_of_group_message, self._copy_with, self._plain_message
         for record in records:
             if type(record) is not dict:
                 raise TypeError("log record is not an object")
@@ -728,30 +727,15 @@ class LogReplay:
                             raise TypeError("counters record is not an object")
                         dynamic[label].update(changed)  # KeyError (malformed) before a full record
                 for entry in record.get("H", ()):
-                    if len(entry) == 1:
-                        item = message  # an unchanged copy: the histories share the message
-                    else:
-                        overrides = entry[1]
-                        if len(entry) == 2 and type(overrides) is dict:
-                            item = dict(message)  # the usual role/name override, decoded if needed
-                            for value in overrides.values():
-                                if type(value) is not str:
-                                    item.update(self._message(overrides))
-                                    break
-                            else:
-                                item.update(overrides)
-                        else:
-                            item = self._copy_with(message, *entry[1:])
+                    # a bare entry is an unchanged copy: the histories share the message
+                    item = message if len(entry) == 1 else copy_with(message, *entry[1:])
                     for hid in entry[0]:  # readers copy what they keep
                         histories[hid].append(item)
                 continue
             targets = record.get("H")
             if targets is not None:  # format 4: one copy of a group chat message, for several histories
                 if len(record) == 2 + (defined is not None):  # an unchanged copy: share the message
-                    index = record["g"]
-                    if type(index) is not int or index < 0:
-                        raise ValueError(f"invalid index {index!r}")
-                    item = messages[index]
+                    item = messages[_index(record["g"])]
                 else:
                     item = copy_of(record)
                 for hid in targets:
@@ -783,20 +767,21 @@ class LogReplay:
         for value in encoded.values():
             if type(value) is list or (type(value) is dict and value is not content):
                 return self._message(encoded)
-        reference = content[_STRING_REF]
-        if type(reference) is not int or reference < 0:
-            raise ValueError(f"invalid index {reference!r}")
-        encoded["content"] = self.strings[reference]  # the parsed record is ours to reuse
+        encoded["content"] = self.strings[_index(content[_STRING_REF])]  # the parsed record is ours to reuse
         return encoded
 
     def _copy_with(self, base: dict[str, Any], overrides: Any = None, removed: Any = None) -> dict[str, Any]:
         """A copy of ``base`` with the keys of ``overrides`` replaced and the keys in ``removed`` dropped."""
         item = dict(base)
         if overrides is not None:
-            if type(overrides) is dict and all(type(value) is str for value in overrides.values()):
-                item.update(overrides)  # the usual role/name: nothing to decode
+            if type(overrides) is not dict:
+                raise TypeError("overrides are not an object")
+            for value in overrides.values():
+                if type(value) is not str:  # a long or structured value: decode it
+                    item.update(self._message(overrides))
+                    break
             else:
-                item.update(self._message(overrides))
+                item.update(overrides)  # the usual role/name: nothing to decode
         if removed:
             if type(removed) is not list:
                 raise TypeError("removed keys are not a list")
@@ -804,16 +789,8 @@ class LogReplay:
                 del item[key]
         return item
 
-    def _define_strings(self, defined: Any) -> None:
-        if type(defined) is not list or not all(type(text) is str for text in defined):
-            raise TypeError("string definitions are not a list of strings")
-        self.strings.extend(defined)
-
     def _copy_of_group_message(self, record: dict[str, Any]) -> dict[str, Any]:
-        index = record["g"]
-        if type(index) is not int or index < 0:
-            raise ValueError(f"invalid index {index!r}")
-        return self._copy_with(self.messages[index], record.get("o"), record.get("x"))
+        return self._copy_with(self.messages[_index(record["g"])], record.get("o"), record.get("x"))
 
     def _history_item(self, record: dict[str, Any]) -> None:
         history = self.histories[record["h"]]
@@ -833,7 +810,7 @@ class LogReplay:
         self.dynamic[str(record["d"])] = record["v"]
 
     def _strings_only(self, record: dict[str, Any]) -> None:
-        """``{"S": [...]}``: string definitions alone (``_apply`` has taken them)."""
+        """``{"S": [...]}``: string definitions alone (``_apply_all`` has taken them)."""
 
     def _agent_config(self, record: dict[str, Any]) -> None:
         self.agent_configs[str(record["ac"])] = _index(record["c"])
@@ -882,10 +859,7 @@ class LogReplay:
     def _decode_dict(self, value: dict[str, Any]) -> Any:
         if len(value) == 1:
             if _STRING_REF in value:
-                index = value[_STRING_REF]
-                if type(index) is not int or index < 0:
-                    raise ValueError(f"invalid index {index!r}")
-                return self.strings[index]
+                return self.strings[_index(value[_STRING_REF])]
             if _LITERAL in value:
                 return {k: self.decode(v) for k, v in value[_LITERAL].items()}
         decoded = value  # copied only once a nested value needs decoding: most values are plain
