@@ -7,13 +7,14 @@ Layout::
     <session>/checkpoints/committed.jsonl                                one line per committed record
     <session>/session_metadata.json, chat_history.json, ...             written by CheckpointManager
 
-Crash safety: a checkpoint's log bytes are appended first, then its record file is created under its final
-name with one write (no temporary and no rename: creating files is the costliest step on a busy disk), then
-a line of ``committed.jsonl`` commits it. A killed writer leaves at worst a log tail no record refers to and
-a record file that is missing or short; the next open (for writing, or by a reader once no writer holds
-the session) rewrites such files from ``committed.jsonl``, so every listed checkpoint is complete. If a save
-fails (the name exists, the disk is full), what it appended is cut off again, so the log never holds
-records the writer's state does not know of. With ``durability="fsync"`` every write is also flushed to the
+Crash safety: a checkpoint's log bytes are appended first, then a line of ``committed.jsonl`` commits it,
+then its record file is created under its final name with one write (no temporary and no rename: creating
+files is the costliest step on a busy disk), by a background thread unless ``durability="fsync"``. A killed
+writer leaves at worst a log tail no record refers to and a committed record whose file is missing or
+short; the next open (for writing, or by a reader once no writer holds the session) rewrites such files
+from ``committed.jsonl``, so every listed checkpoint is complete. If a save fails (the name exists, the disk
+is full), what it appended is cut off again, so the log never holds records the writer's state does not
+know of. With ``durability="fsync"`` every write is also flushed to the
 device (survives power loss).
 
 ``export_checkpoint`` writes a standalone "inline" document (the whole ``CheckpointData``, no log), and
@@ -126,11 +127,7 @@ def _create_file(path: Path, data: bytes, *, fsync: bool) -> None:
 def _write_temp(path: Path, data: bytes, *, fsync: bool) -> Path:
     """A fully written temporary file next to ``path`` (unique name, removed again if writing fails)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        _create_file(tmp, data, fsync=fsync)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    _create_file(tmp, data, fsync=fsync)  # removes what it created if writing fails
     return tmp
 
 
