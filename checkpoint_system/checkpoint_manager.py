@@ -323,7 +323,7 @@ class CheckpointManager:
     def flush(self) -> None:
         """Return once every checkpoint saved so far can be read by other processes.
 
-        The file store creates record files in a background thread (the commit itself is synchronous);
+        The file store creates record files in a helper process (the commit itself is synchronous);
         this waits for them. ``CheckpointSaveError`` if one could not be created (its checkpoint stays
         committed and the file is rewritten when the session is next opened).
         """

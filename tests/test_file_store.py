@@ -278,14 +278,14 @@ def test_a_file_that_appears_under_a_pending_name_is_never_overwritten(
     for step in range(13):
         chat.say(step)
     data = chat.checkpoint(12)
-    real_create = store._publisher._create
+    real_submit = store._publisher.submit
 
-    def racing_create(path: Path, payload: bytes) -> None:  # someone else's file appears first
+    def racing_submit(path: Path, payload: bytes) -> None:  # someone else's file appears first
         path.write_text("racer")
-        real_create(path, payload)
+        real_submit(path, payload)
 
-    monkeypatch.setattr(store._publisher, "_create", racing_create)
-    checkpoint_id = store.save(data)  # committed; its file is created in the background
+    monkeypatch.setattr(store._publisher, "submit", racing_submit)
+    checkpoint_id = store.save(data)  # committed; its file is created by the writer process
     with pytest.raises(CheckpointSaveError, match="appeared before the checkpoint") as info:
         store.flush()
     assert checkpoint_id in str(info.value)

@@ -9,7 +9,7 @@ Layout::
 
 Crash safety: a checkpoint's log bytes are appended first, then a line of ``committed.jsonl`` commits it,
 then its record file is created under its final name with one write (no temporary and no rename: creating
-files is the costliest step on a busy disk), by a background thread unless ``durability="fsync"``. A killed
+files is the costliest step on a busy disk), by a writer process unless ``durability="fsync"``. A killed
 writer leaves at worst a log tail no record refers to and a committed record whose file is missing or
 short; the next open (for writing, or by a reader once no writer holds the session) rewrites such files
 from ``committed.jsonl``, so every listed checkpoint is complete. If a save fails (the name exists, the disk
@@ -298,8 +298,8 @@ class FileSessionStore:
         self._lock_fd: int | None = None
         self._commit_fd: int | None = None
         self._commit_size = 0
-        #: committed records whose file this thread must create itself: with "fsync", or after the
-        #: background thread failed (retried at every save and flush until they exist)
+        #: committed records whose file this store must create itself: with "fsync", or after the
+        #: writer process failed (retried at every save and flush until they exist)
         self._unpublished: list[tuple[Path, bytes]] = []
         #: file names in the checkpoint directory when the writer opened it, plus those it saved since
         self._names: set[str] = set()
@@ -369,7 +369,7 @@ class FileSessionStore:
 
     def _forget_log(self) -> None:
         """Drop the in-memory log state; the next save re-reads the log from disk (keeps the lock)."""
-        self._publisher.wait()  # the reopening repair must not race the thread's files
+        self._publisher.wait()  # the reopening repair must not race the writer's files
         for fd in (self._log_fd, self._commit_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -388,7 +388,7 @@ class FileSessionStore:
         Order: the checkpoint's log bytes are appended, then one line of ``committed.jsonl`` commits it
         (the record as the encoder made it: enough to rebuild the record file exactly), then its record file
         is created under its final name. With the default durability ("crash") the file is created by a
-        background thread (``FilePublisher``; creating a file is the costliest step on a busy disk), with
+        writer process (``FilePublisher``; creating a file is the costliest step on a busy disk), with
         "fsync" at once and flushed to the device. A writer killed in between leaves at worst an unreferenced
         log tail, or a committed record whose file is missing or short: the next open (for writing, or by a
         reader once no writer holds the session) rewrites such files from ``committed.jsonl`` and cuts the
@@ -409,11 +409,11 @@ class FileSessionStore:
         log_written = commit_written = False
         old_size, old_commit_size = self._log_size, self._commit_size
         if self._unpublished or self._publisher.has_failures:
-            self._publish_unpublished()  # files of earlier saves the thread could not create: retry, or raise
+            self._publish_unpublished()  # files of earlier saves the writer could not create: retry, or raise
         try:
             encoder = self._open_for_writing()
             old_size, old_commit_size = self._log_size, self._commit_size
-            if path.name in self._names:  # no lookup on disk: it would wait for the thread's creates
+            if path.name in self._names:  # no lookup on disk: it would wait for the writer's creates
                 raise CheckpointSaveError(
                     "a file with this name already exists; refusing to overwrite", path=path
                 )
@@ -491,7 +491,7 @@ class FileSessionStore:
 
     def _publish_unpublished(self) -> None:
         """Create, in this thread, the committed record files still missing: with "fsync" the one just
-        saved, and those the background thread could not create (a full disk may have room again).
+        saved, and those the writer process could not create (a full disk may have room again).
 
         Raises ``CheckpointSaveError`` for files that still fail (kept for the next try) and, once, for a
         name someone else's file took meanwhile (that file is left alone).
@@ -648,7 +648,7 @@ class FileSessionStore:
     def path_of(self, checkpoint_id: str | Path) -> Path:
         """The file of a checkpoint id (a bare id, a file name in this session, or a path to a .json file).
 
-        A checkpoint of this writer whose file the background thread has not created yet is waited for.
+        A checkpoint of this writer whose file the writer process has not created yet is waited for.
         """
         candidate = Path(checkpoint_id)
         if candidate.suffix == ".json" and (candidate.is_absolute() or len(candidate.parts) > 1):
