@@ -280,9 +280,9 @@ def test_a_file_that_appears_under_a_pending_name_is_never_overwritten(
     data = chat.checkpoint(12)
     real_submit = store._publisher.submit
 
-    def racing_submit(path: Path, payload: bytes) -> None:  # someone else's file appears first
-        path.write_text("racer")
-        real_submit(path, payload)
+    def racing_submit(name: str, payload: bytes) -> None:  # someone else's file appears first
+        (store.checkpoint_dir / name).write_text("racer")
+        real_submit(name, payload)
 
     monkeypatch.setattr(store._publisher, "submit", racing_submit)
     checkpoint_id = store.save(data)  # committed; its file is created by the writer process

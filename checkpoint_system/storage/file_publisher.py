@@ -50,22 +50,27 @@ _publishers: weakref.WeakSet[FilePublisher] = weakref.WeakSet()
 
 
 class FilePublisher:
-    """Creates submitted files soon, in submission order, through this process's writer process."""
+    """Creates submitted files of one directory soon, in submission order, through the writer process.
 
-    def __init__(self, create: Callable[[Path, bytes], None], *, key: str) -> None:
+    ``directory`` (absolute) is also the publisher's ``key``: the publishers of one directory find each other.
+    """
+
+    def __init__(self, create: Callable[[Path, bytes], None], *, directory: str) -> None:
         self._create = create
-        self.key = key
-        self._failed: list[tuple[Path, bytes]] = []
+        self.key = directory
+        self._directory = Path(directory)
+        self._prefix = os.fsencode(os.path.join(directory, ""))
+        self._failed: list[tuple[str, bytes]] = []
         self._pid = os.getpid()
         #: names handed over and not acknowledged yet (so a second save under the same name is refused)
         self.pending: set[str] = set()
         _publishers.add(self)
 
-    def submit(self, path: Path, data: bytes) -> None:
-        """Create ``path`` holding ``data`` soon, or now when no writer process takes it."""
+    def submit(self, name: str, data: bytes) -> None:
+        """Create the file ``name`` holding ``data`` soon, or now when no writer process takes it."""
         writer = _writer() if self._pid == os.getpid() else None
-        if writer is None or not writer.create(self, path, data):
-            self._create(path, data)
+        if writer is None or not writer.create(self, name, data):
+            self._create(self._directory / name, data)
 
     def wait(self) -> None:
         """Wait until every file submitted so far was created (or failed)."""
@@ -80,7 +85,7 @@ class FilePublisher:
     def failures(self) -> list[tuple[Path, bytes]]:
         """The files that could not be created so far, with their data (handed back once); no waiting."""
         failed, self._failed = self._failed, []
-        return failed
+        return [(self._directory / name, data) for name, data in failed]
 
     def close(self) -> None:
         """Wait for this publisher's files (``failures`` still hands back what failed)."""
@@ -118,22 +123,22 @@ class _WriterProcess:
         self._lock = threading.Lock()
         self._sent = 0
         self._unread = bytearray()
-        #: (frame number, publisher, path, data) of every file sent and not acknowledged yet
-        self._in_flight: collections.deque[tuple[int, FilePublisher, Path, bytes]] = collections.deque()
+        #: (frame number, publisher, file name, data) of every file sent and not acknowledged yet
+        self._in_flight: collections.deque[tuple[int, FilePublisher, str, bytes]] = collections.deque()
         self.alive = True
 
-    def create(self, publisher: FilePublisher, path: Path, data: bytes) -> bool:
+    def create(self, publisher: FilePublisher, name: str, data: bytes) -> bool:
         """Hand one file over; False when the writer is gone (the caller creates the file itself)."""
-        name = os.fsencode(path if path.is_absolute() else os.path.abspath(path))  # the writer's own cwd
+        path = publisher._prefix + os.fsencode(name)  # absolute: the writer's working directory is its own
         with self._lock:
             if not self.alive:
                 return False
             number = self._sent + 1
-            header = protocol.FRAME.pack(protocol.CREATE, number, len(name), len(data))
-            if not self._send(header + name + data):
+            header = protocol.FRAME.pack(protocol.CREATE, number, len(path), len(data))
+            if not self._send(header + path + data):
                 return False
-            publisher.pending.add(path.name)
-            self._in_flight.append((number, publisher, path, data))
+            publisher.pending.add(name)
+            self._in_flight.append((number, publisher, name, data))
             if len(self._in_flight) >= DRAIN_AT:
                 self._read_replies(until=0)
             return True
@@ -210,9 +215,9 @@ class _WriterProcess:
                 if kind == protocol.FAILED:
                     self._settle(number - 1)
                     if self._in_flight and self._in_flight[0][0] == number:
-                        _, publisher, path, data = self._in_flight.popleft()
-                        publisher.pending.discard(path.name)
-                        publisher._failed.append((path, data))
+                        _, publisher, name, data = self._in_flight.popleft()
+                        publisher.pending.discard(name)
+                        publisher._failed.append((name, data))
                 elif kind == protocol.DONE:
                     self._settle(number)
                     acknowledged = max(acknowledged, number)
@@ -225,8 +230,8 @@ class _WriterProcess:
         """Files up to frame ``number`` were created."""
         in_flight = self._in_flight
         while in_flight and in_flight[0][0] <= number:
-            _, publisher, path, _ = in_flight.popleft()
-            publisher.pending.discard(path.name)
+            _, publisher, name, _ = in_flight.popleft()
+            publisher.pending.discard(name)
 
     def _gone(self) -> None:
         """No more files go to this writer; the ones it has not acknowledged go back to their publishers."""
@@ -237,9 +242,9 @@ class _WriterProcess:
             with contextlib.suppress(OSError):
                 os.close(self._doorbell)
         while self._in_flight:
-            _, publisher, path, data = self._in_flight.popleft()
-            publisher.pending.discard(path.name)
-            publisher._failed.append((path, data))
+            _, publisher, name, data = self._in_flight.popleft()
+            publisher.pending.discard(name)
+            publisher._failed.append((name, data))
 
 
 _writer_process: _WriterProcess | None = None
