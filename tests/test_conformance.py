@@ -49,6 +49,8 @@ from checkpoint_system.errors import (
 )
 from checkpoint_system.storage import CheckpointStore, FileStore, SessionStore, load_reference, open_store
 from checkpoint_system.storage.files import LOG_FILE, checkpoint_file_name
+from checkpoint_system.storage.postgres import SCHEMA_VERSION as postgres_schema_version
+from checkpoint_system.storage.sqlite import SCHEMA_VERSION as sqlite_schema_version
 from checkpoint_system.testing import DeterministicModelClient, deterministic_llm_config
 
 BACKENDS = ("file", "sqlite", "postgres")
@@ -535,10 +537,11 @@ def test_corrupt_rows_are_reported_clearly(backend: Backend, damage: str) -> Non
 @pytest.mark.parametrize("name", ["sqlite", "postgres"])
 def test_database_schema_is_versioned(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     made = _make_backend(name, tmp_path, request)
-    assert made.store.schema_version() == 1  # type: ignore[attr-defined]
+    latest = {"sqlite": sqlite_schema_version, "postgres": postgres_schema_version}[name]
+    assert made.store.schema_version() == latest  # type: ignore[attr-defined]
     fill(made.store.open_session("s"), 1)
     again = made.reopen()  # an up-to-date schema is left alone
-    assert again.schema_version() == 1 and again.list_sessions() == ["s"]  # type: ignore[attr-defined]
+    assert again.schema_version() == latest and again.list_sessions() == ["s"]  # type: ignore[attr-defined]
     made._sql(
         "INSERT INTO cs_schema_version (version, description) VALUES (?, ?)"
         if name == "postgres"

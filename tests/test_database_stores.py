@@ -11,16 +11,20 @@ still come back as ``CheckpointSaveError`` and leave the session usable.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import threading
 from pathlib import Path
 
+import orjson
 import pytest
 from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from test_conformance import SyntheticChat, fill, same
+from test_file_store import Chat
 
 from checkpoint_system.errors import CheckpointSaveError, SessionLockedError
 from checkpoint_system.storage import SqliteStore
+from checkpoint_system.storage.sqlite import SCHEMA_VERSION
 
 # -- SQLite -------------------------------------------------------------------------------------------------
 
@@ -199,4 +203,46 @@ def test_postgres_rejected_value_is_a_save_error_and_the_session_stays_usable(
     for checkpoint_id, data in saved.items():
         same(reader.load(checkpoint_id), data)
     session.close()
+    store.close()
+
+
+# -- schema migration: a database written by schema version 1 ----------------------------------------------
+
+SCHEMA1_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema1"
+
+
+def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
+    """Schema 2 keys log chunks and checkpoints by one integer; a version-1 file is rebuilt on open."""
+    path = tmp_path / "checkpoints.db"
+    shutil.copy(SCHEMA1_FIXTURE / "checkpoints.db", path)
+    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 1
+    expected = orjson.loads((SCHEMA1_FIXTURE / "expected.json").read_bytes())
+    store = SqliteStore(path)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.list_sessions() == ["session_a", "session_b"]
+    for reference, dumped in expected.items():
+        session_id, checkpoint_id = reference.split("/")
+        loaded = store.open_session(session_id).load(checkpoint_id)
+        assert loaded.model_dump(mode="json") == dumped
+    session = store.open_session("session_a")
+    assert session.list_checkpoints() == sorted(
+        (r.split("/")[1] for r in expected if r.startswith("session_a/")), key=lambda c: int(c.split("_")[1])
+    )
+    assert session.next_step_number() == 6
+    assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
+    chat = Chat()
+    for step in range(7):
+        chat.say(step)
+    session.save(chat.checkpoint(6), trusted_prefix=True)  # the migrated log grows
+    grown = SqliteStore(path).open_session("session_a").load(session.list_checkpoints()[-1])
+    assert (
+        len(grown.messages) == 7
+        and grown.messages[:6] == session.load(session.list_checkpoints()[-2]).messages
+    )
+    with pytest.raises(CheckpointSaveError, match="step number already exists"):
+        session.save(chat.checkpoint(6).model_copy(update={"checkpoint_id": "another_id"}))
+    session.close()
+    store.delete_session("session_b")
+    assert store.list_sessions() == ["session_a"]
+    assert _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0] == 7  # session_a's 6 + 1 chunks are left
     store.close()
