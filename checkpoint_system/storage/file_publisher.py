@@ -215,9 +215,7 @@ class _WriterProcess:
                 if kind == protocol.FAILED:
                     self._settle(number - 1)
                     if self._in_flight and self._in_flight[0][0] == number:
-                        _, publisher, name, data = self._in_flight.popleft()
-                        publisher.pending.discard(name)
-                        publisher._failed.append((name, data))
+                        self._hand_back_first()
                 elif kind == protocol.DONE:
                     self._settle(number)
                     acknowledged = max(acknowledged, number)
@@ -233,6 +231,12 @@ class _WriterProcess:
             _, publisher, name, _ = in_flight.popleft()
             publisher.pending.discard(name)
 
+    def _hand_back_first(self) -> None:
+        """The oldest file in flight was not created: its publisher gets it back (``failures``)."""
+        _, publisher, name, data = self._in_flight.popleft()
+        publisher.pending.discard(name)
+        publisher._failed.append((name, data))
+
     def _gone(self) -> None:
         """No more files go to this writer; the ones it has not acknowledged go back to their publishers."""
         if self.alive:
@@ -242,9 +246,7 @@ class _WriterProcess:
             with contextlib.suppress(OSError):
                 os.close(self._doorbell)
         while self._in_flight:
-            _, publisher, name, data = self._in_flight.popleft()
-            publisher.pending.discard(name)
-            publisher._failed.append((name, data))
+            self._hand_back_first()
 
 
 _writer_process: _WriterProcess | None = None
