@@ -174,7 +174,12 @@ _LOAD_RECORD = f"SELECT seq, record, session FROM cs_checkpoints WHERE checkpoin
 _LOAD_CHUNKS = "SELECT data FROM cs_log_chunks WHERE key BETWEEN ? AND ? ORDER BY key"
 _CHUNK_SEQS = "SELECT seq FROM cs_log_chunks WHERE key BETWEEN ? AND ? ORDER BY key"
 #: the rows of one session (its id as the parameter, twice) in cs_checkpoints or cs_log_chunks
-_SESSION_ROWS = f"key BETWEEN {_KEY} * 4294967296 AND {_KEY} * 4294967296 + 4294967295"
+_SESSION_ROWS = f"key BETWEEN {_KEY} * {KEY_SPAN} AND {_KEY} * {KEY_SPAN} + {KEY_SPAN - 1}"
+
+
+def _session_keys(session: int) -> tuple[int, int]:
+    """The first and last ``key`` a session's rows can have in cs_checkpoints and cs_log_chunks."""
+    return session * KEY_SPAN, session * KEY_SPAN + KEY_SPAN - 1
 
 
 def _now() -> str:
@@ -338,9 +343,9 @@ class SqliteStore:
             rows = (
                 self.connection()
                 .execute(
-                    """SELECT session_id FROM cs_sessions s
+                    f"""SELECT session_id FROM cs_sessions s
                    WHERE EXISTS (SELECT 1 FROM cs_checkpoints c
-                                 WHERE c.key BETWEEN s.id * 4294967296 AND s.id * 4294967296 + 4294967295)
+                                 WHERE c.key BETWEEN s.id * {KEY_SPAN} AND s.id * {KEY_SPAN} + {KEY_SPAN - 1})
                       OR EXISTS (SELECT 1 FROM cs_documents d WHERE d.session = s.id)
                    ORDER BY session_id"""
                 )
@@ -361,16 +366,13 @@ class SqliteStore:
                 and conn.execute(
                     """SELECT 1 FROM cs_checkpoints WHERE key BETWEEN ? AND ?
                    UNION ALL SELECT 1 FROM cs_documents WHERE session = ? LIMIT 1""",
-                    (row[0] * KEY_SPAN, row[0] * KEY_SPAN + KEY_SPAN - 1, row[0]),
+                    (*_session_keys(row[0]), row[0]),
                 ).fetchone()
             )
             if not found:
                 raise CheckpointNotFoundError(f"no session {session_id!r}", path=where)
             for table in ("cs_checkpoints", "cs_log_chunks"):
-                conn.execute(
-                    f"DELETE FROM {table} WHERE key BETWEEN ? AND ?",
-                    (row[0] * KEY_SPAN, row[0] * KEY_SPAN + KEY_SPAN - 1),
-                )
+                conn.execute(f"DELETE FROM {table} WHERE key BETWEEN ? AND ?", _session_keys(row[0]))
             conn.execute("DELETE FROM cs_documents WHERE session = ?", (row[0],))
             conn.execute("DELETE FROM cs_sessions WHERE id = ?", (row[0],))
             conn.execute("DELETE FROM cs_writers WHERE session_id = ?", (session_id,))
@@ -504,7 +506,7 @@ class SqliteSessionStore:
     def _open_log(self, conn: sqlite3.Connection) -> ChunkedLog:
         if self._log is None:
             self._key = self._session_key(conn)
-            rows_of_session = (self._key * KEY_SPAN, self._key * KEY_SPAN + KEY_SPAN - 1)
+            rows_of_session = _session_keys(self._key)
             rows = conn.execute(
                 "SELECT seq, data FROM cs_log_chunks WHERE key BETWEEN ? AND ? ORDER BY key", rows_of_session
             ).fetchall()
