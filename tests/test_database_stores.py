@@ -1,7 +1,8 @@
 """Behaviour of the database stores' fast paths that the shared conformance suite does not reach.
 
-SQLite: the writer lease is checked by the chunk insert itself (a lost lease writes nothing and raises
-``SessionLockedError``), a failed first save does not leave the writer believing it holds the lease that
+SQLite: a save is one insert whose trigger checks the writer lease (a lost lease writes nothing and raises
+``SessionLockedError``) and then inserts the chunk and the record (a refused record leaves no chunk behind),
+a failed first save does not leave the writer believing it holds the lease that
 was rolled back with it, opening an up-to-date file takes no write lock, and a background thread folds
 the WAL into the database. PostgreSQL: the checkpoint
 insert runs through libpq directly, so its failures (a lost connection, a value the server rejects) must
@@ -57,6 +58,25 @@ def test_sqlite_writer_that_lost_its_lease_writes_nothing(tmp_path: Path) -> Non
     for checkpoint_id, data in saved.items():
         same(reader.load(checkpoint_id), data)
     session.close()
+    store.close()
+
+
+def test_sqlite_refused_record_leaves_no_chunk_behind(tmp_path: Path) -> None:
+    """The one-statement save is atomic: its chunk goes when the record insert after it is refused."""
+    path = tmp_path / "atomic.db"
+    store = SqliteStore(path)
+    chat = SyntheticChat("atomic")
+    session = store.open_session("atomic")
+    saved = fill(session, 3, chat=chat)
+    chat.say(3)
+    clash = chat.checkpoint(3).model_copy(update={"checkpoint_id": list(saved)[1]})  # a new step, a used id
+    with pytest.raises(CheckpointSaveError, match="already exists"):
+        session.save(clash, trusted_prefix=True)
+    assert _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0] == 3
+    assert _rows(path, "SELECT count(*) FROM cs_checkpoints")[0][0] == 3
+    saved[session.save(chat.checkpoint(3), trusted_prefix=True)] = chat.checkpoint(3)
+    for checkpoint_id, data in saved.items():
+        same(SqliteStore(path).open_session("atomic").load(checkpoint_id), data)
     store.close()
 
 
