@@ -10,9 +10,7 @@ fixed once the agent exists (AG2 itself copies dict configs when the agent is cr
 
 from __future__ import annotations
 
-import contextlib
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -158,18 +156,17 @@ def _static_sources(agent: ConversableAgent) -> tuple[Any, ...]:
     )
 
 
-_static_cache: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], dict[str, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: configuration fields by ``id(agent)``, with the sources they were made from. The fields are a function
+#: of the sources, so an id reused by another agent is harmless: its sources decide (as for group chats).
+#: Keyed by id rather than weakly by the agent: a weak lookup costs a new weakref per agent per checkpoint.
+_static_cache: dict[int, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+_STATIC_CACHE_LIMIT = 4096
 
 
 def _static_fields(agent: ConversableAgent) -> dict[str, Any]:
     """An agent's configuration fields; the same dict (same value objects) while nothing changed."""
     sources = _static_sources(agent)
-    try:
-        cached = _static_cache.get(agent)
-    except TypeError:  # an unhashable agent class: no memo
-        cached = None
+    cached = _static_cache.get(id(agent))
     if cached is not None and cached[0] == sources:
         return cached[1]
     max_auto = getattr(agent, "_max_consecutive_auto_reply", None)
@@ -190,8 +187,9 @@ def _static_fields(agent: ConversableAgent) -> dict[str, Any]:
         "function_map": _stable(agent, "functions", sorted(getattr(agent, "function_map", {}) or {})),
         "context_variables": _stable(agent, "context", _context_variables(agent)),
     }
-    with contextlib.suppress(TypeError):
-        _static_cache[agent] = (sources, fields)
+    if len(_static_cache) >= _STATIC_CACHE_LIMIT:
+        _static_cache.clear()
+    _static_cache[id(agent)] = (sources, fields)
     return fields
 
 

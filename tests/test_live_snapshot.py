@@ -243,3 +243,38 @@ def test_a_live_checkpoint_keeps_the_managers_silent_flag(silent: bool, tmp_path
     for checkpoint_id in checkpoint_manager.list_checkpoints():
         state = checkpoint_manager.load_checkpoint(checkpoint_id).manager_state
         assert state is not None and state.silent is silent
+
+
+def test_live_checkpoints_follow_configuration_changes_during_a_run(tmp_path: Path) -> None:
+    """The store skips unchanged settings by identity; a setting changed mid-run must still be logged."""
+    scenario = build_round_robin()
+    planner = scenario.agent("planner")
+    checkpoint_manager = CheckpointManager(tmp_path / "session")
+    manager = scenario.make_manager(CheckpointingGroupChatManager, checkpoint_manager=checkpoint_manager)
+    replies = 0
+
+    def change_settings(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal replies
+        replies += 1
+        planner.update_system_message(f"planner, version {replies}")
+        manager._silent = replies % 2 == 0  # the manager's flag is logged with its settings
+        return messages
+
+    planner.register_hook("process_all_messages_before_reply", change_settings)
+    seen: dict[str, tuple[str, bool]] = {}  # checkpoint id: the settings when it was taken
+    take = checkpoint_manager.take_checkpoint
+
+    def recording_take(**kwargs: Any) -> str | None:
+        checkpoint_id = take(**kwargs)
+        assert checkpoint_id is not None
+        seen[checkpoint_id] = (planner.system_message, manager._silent)
+        return checkpoint_id
+
+    checkpoint_manager.take_checkpoint = recording_take  # type: ignore[method-assign]
+    scenario.run(manager)
+    checkpoint_manager.close()
+    assert replies >= 2 and len({settings for settings in seen.values()}) >= 3
+    for checkpoint_id, (system_message, silent) in seen.items():
+        loaded = checkpoint_manager.load_checkpoint(checkpoint_id)
+        assert loaded.agent_states["planner"].system_message == system_message
+        assert loaded.manager_state is not None and loaded.manager_state.silent is silent

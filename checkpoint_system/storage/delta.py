@@ -169,11 +169,17 @@ _REF_OVERRIDABLE = frozenset({"role", "name"})
 
 @dataclass
 class _AgentLog:
-    """What the log says about one agent label: its configuration, counters and histories."""
+    """What the log says about one agent label: its configuration, counters and histories.
+
+    ``static`` and ``silent``: the settings dict and flag a live snapshot handed over for ``config`` (the same
+    objects next time mean the same configuration, with no lookup).
+    """
 
     config: int | None = None
     counters: dict[str, Any] | None = None
     peers: dict[str, tuple[int, _Track]] = field(default_factory=dict)  # history id and track, by peer
+    static: Any = None
+    silent: Any = None
 
 
 @dataclass
@@ -300,9 +306,10 @@ class DeltaEncoder:
         if encoded._roster is not None:
             self._roster = encoded._roster
         for track, keep, objs, encs in encoded._tracks:
-            del track.objs[keep:]
+            if keep != len(track.objs):
+                del track.objs[keep:]
+                del track.encs[keep:]
             track.objs.extend(objs)
-            del track.encs[keep:]
             track.encs.extend(encs)
 
     def load_state(self, replay: LogReplay) -> None:
@@ -521,6 +528,15 @@ class _EncodeJob:
         """Emit what makes the logged list equal to ``items``; returns ``len(items)``."""
         objs, encs = track.objs, track.encs
         n_logged, n_new = len(objs), len(items)
+        if history is not None and n_new == n_logged + 1 and self.trusted and n_logged:
+            # the usual history change of a live chat: one copy of the newest group chat message appended
+            item = items[n_logged]
+            if items[n_logged - 1] is objs[-1] and type(item) is dict:
+                reference = self._group_reference(item)
+                if reference is not None:
+                    self.grouped.setdefault(reference, []).append(history)
+                    self.track_updates.append((track, n_logged, [item], [None]))
+                    return n_new
         if n_new >= n_logged and (n_logged == 0 or (self.trusted and items[n_logged - 1] is objs[-1])):
             if n_new == n_logged:
                 return n_new
@@ -616,16 +632,29 @@ class _EncodeJob:
         values = state if type(state) is dict else _fields(state)
         logged = self.encoder._agents.get(label) or _AgentLog()  # a new label: everything is logged
         static = values.get(STATIC_FIELDS_KEY)
-        if static is None:
-            static = {k: v for k, v in values.items() if k not in _RECORD_FIELDS and k not in _COUNTER_FIELDS}
-        elif "silent" in values:  # a live manager: its flag belongs with its settings, as in a kept snapshot
-            static = {**static, "silent": values["silent"]}
-        config = self.config_from_fields(static)
-        if config != logged.config:
-            self.emit({"ac": label, "c": config})
-        counters = {k: values[k] for k in _COUNTER_FIELDS if k in values}
+        silent = values.get("silent")
+        if static is not None and static is logged.static and silent is logged.silent:
+            config = logged.config  # a live snapshot handed over the same settings: nothing changed
+        else:
+            if static is None:  # a kept snapshot: its settings are the fields not logged elsewhere
+                fields = {
+                    k: v for k, v in values.items() if k not in _RECORD_FIELDS and k not in _COUNTER_FIELDS
+                }
+            elif "silent" in values:  # a live manager: its flag belongs with its settings, as when kept
+                fields = {**static, "silent": silent}
+            else:
+                fields = static
+            config = self.config_from_fields(fields)
+            if config != logged.config:
+                self.emit({"ac": label, "c": config})
         frozen = logged.counters
-        if counters != frozen:
+        if (
+            frozen is None
+            or values.get(_COUNTER_FIELDS[0], _MISSING) != frozen.get(_COUNTER_FIELDS[0], _MISSING)
+            or values.get(_COUNTER_FIELDS[1], _MISSING) != frozen.get(_COUNTER_FIELDS[1], _MISSING)
+            or values.get(_COUNTER_FIELDS[2], _MISSING) != frozen.get(_COUNTER_FIELDS[2], _MISSING)
+        ):
+            counters = {k: values[k] for k in _COUNTER_FIELDS if k in values}
             encoded = dumps_sorted(counters)
             if frozen is None or frozen.keys() != counters.keys():
                 self.add(b'{"d":' + dumps(label) + b',"v":' + encoded + b"}\n")
@@ -636,9 +665,9 @@ class _EncodeJob:
         peers = logged.peers  # copied before the first change
         histories = values.get("oai_messages") or {}
         for peer, items in histories.items():
-            peer_name = peer if type(peer) is str else str(peer)
-            known = peers.get(peer_name)
+            known = peers.get(peer if type(peer) is str else str(peer))
             if known is None:
+                peer_name = peer if type(peer) is str else str(peer)
                 known = self.history(label, peer_name)
                 peers = dict(peers) if peers is logged.peers else peers
                 peers[peer_name] = known
@@ -648,8 +677,14 @@ class _EncodeJob:
             for peer_name in [p for p in peers if p not in histories]:
                 self.emit({"hx": peers.pop(peer_name)[0]})
                 self.dropped.append((label, peer_name))
-        if config != logged.config or frozen is not logged.counters or peers is not logged.peers:
-            self.agents[label] = _AgentLog(config, frozen, peers)
+        if (
+            config != logged.config
+            or frozen is not logged.counters
+            or peers is not logged.peers
+            or static is not logged.static
+            or silent is not logged.silent
+        ):
+            self.agents[label] = _AgentLog(config, frozen, peers, static, silent)
 
 
 # -- decoding -------------------------------------------------------------------------------------------
