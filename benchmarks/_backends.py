@@ -13,11 +13,12 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from checkpoint_system import CheckpointManager
 from checkpoint_system.model import CheckpointData
+from checkpoint_system.storage import CheckpointStore, Durability
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_ENV = "CHECKPOINT_BENCH_POSTGRES_URL"
@@ -62,6 +63,18 @@ def sqlite_logical_bytes(reader: Any) -> int:
     return int(pages) * int(page_size)
 
 
+@runtime_checkable
+class SupportsClose(Protocol):
+    def close(self) -> None: ...
+
+
+def close_store(store: CheckpointStore) -> None:
+    """``store.close()``: the ``CheckpointStore`` protocol declares no ``close``, the SQLite and PostgreSQL
+    stores (what a manager opens from a URL) have one."""
+    assert isinstance(store, SupportsClose), store
+    store.close()
+
+
 def module_missing(name: str) -> str | None:
     """None if ``checkpoint_system.storage.<name>`` imports, else why not."""
     try:
@@ -77,12 +90,12 @@ class FileBackend:
     name = "file"
     allocated_meaningful = True
 
-    def __init__(self, workdir: Path, durability: str) -> None:
+    def __init__(self, workdir: Path, durability: Durability) -> None:
         self.session = workdir / "session"
         self.durability = durability
 
     def manager(self) -> CheckpointManager:
-        return CheckpointManager(self.session, durability=self.durability)  # type: ignore[arg-type]
+        return CheckpointManager(self.session, durability=self.durability)
 
     def probe(self) -> int:
         return dir_bytes(self.session)[0]
@@ -113,7 +126,7 @@ class SqliteBackend:
     name = "sqlite"
     allocated_meaningful = True
 
-    def __init__(self, workdir: Path, durability: str) -> None:
+    def __init__(self, workdir: Path, durability: Durability) -> None:
         self.db = workdir / "x.db"
         self.url = f"sqlite:///{self.db}"
         self.durability = durability
@@ -124,7 +137,7 @@ class SqliteBackend:
         return [self.db, Path(f"{self.db}-wal"), Path(f"{self.db}-shm"), Path(f"{self.db}-journal")]
 
     def manager(self) -> CheckpointManager:
-        return CheckpointManager(self.url, session_id="s", durability=self.durability)  # type: ignore[arg-type]
+        return CheckpointManager(self.url, session_id="s", durability=self.durability)
 
     def probe(self) -> int:
         if self._probe_conn is None:
@@ -139,7 +152,7 @@ class SqliteBackend:
             self._probe_conn = None
         cm.close()
         if cm.backing_store is not None:  # the last connection folds the WAL into the database file
-            cm.backing_store.close()
+            close_store(cm.backing_store)
 
     def size(self) -> tuple[int, int, dict[str, int]]:
         apparent, allocated = files_bytes(self._files())
@@ -173,7 +186,7 @@ class PostgresServerHandle:
     def __init__(self) -> None:
         sys.path.insert(0, str(REPO_ROOT / "tests"))
         try:
-            from pg_server import PostgresServer  # type: ignore[import-not-found]
+            from pg_server import PostgresServer
         finally:
             sys.path.remove(str(REPO_ROOT / "tests"))
         self.server = PostgresServer(fast=False)
@@ -194,7 +207,7 @@ class PostgresBackend:
     name = "postgres"
     allocated_meaningful = False
 
-    def __init__(self, workdir: Path, durability: str, base_url: str) -> None:
+    def __init__(self, workdir: Path, durability: Durability, base_url: str) -> None:
         import psycopg
 
         self.psycopg = psycopg
@@ -219,7 +232,7 @@ class PostgresBackend:
         return CheckpointManager(
             self.url,
             session_id=self.session_id,
-            durability=self.durability,  # type: ignore[arg-type]
+            durability=self.durability,
         )
 
     def probe(self) -> int:
@@ -232,6 +245,7 @@ class PostgresBackend:
                    JOIN pg_namespace n ON n.oid = c.relnamespace
                    WHERE c.relkind = 'r' AND c.relname LIKE 'cs\\_%%' AND n.nspname = current_schema()"""
             ).fetchone()
+            assert row is not None  # an aggregate without GROUP BY returns one row
             return int(row[0])
         total = 0
         for table in ("cs_log_chunks", "cs_checkpoints", "cs_documents"):
@@ -240,13 +254,14 @@ class PostgresBackend:
                     f"SELECT coalesce(sum(pg_column_size(t.*)), 0) FROM {table} t WHERE session_id = %s",
                     (self.session_id,),
                 ).fetchone()
+                assert row is not None  # an aggregate without GROUP BY returns one row
                 total += int(row[0])
         return total
 
     def close_writer(self, cm: CheckpointManager) -> None:
         cm.close()
         if cm.backing_store is not None:
-            cm.backing_store.close()
+            close_store(cm.backing_store)
 
     def size(self) -> tuple[int, int, dict[str, int]]:
         nbytes = self._bytes()

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import gc
 import io
 import itertools
@@ -56,11 +57,11 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -73,10 +74,11 @@ logging.disable(logging.INFO)  # AG2 logs an INFO line per custom model client
 
 import _backends  # noqa: E402
 import _langgraph_runner  # noqa: E402
-from autogen import ConversableAgent, GroupChat, GroupChatManager  # noqa: E402
+from autogen import Agent, ConversableAgent, GroupChat, GroupChatManager  # noqa: E402
 from autogen.io.base import IOStream  # noqa: E402
 
 from checkpoint_system import CheckpointingGroupChatManager, CheckpointManager, CheckpointRestorer  # noqa: E402
+from checkpoint_system.storage import Durability  # noqa: E402
 from checkpoint_system.testing import DeterministicModelClient, deterministic_llm_config  # noqa: E402
 
 TARGET_ADDED_MS = 0.5
@@ -97,7 +99,7 @@ class Config:
     name: str
     kind: str  # baseline | ours | naive | langgraph | langgraph-base
     backend: str | None = None
-    durability: str = "crash"
+    durability: Durability = "crash"
     variant: str | None = None
 
     @property
@@ -228,7 +230,8 @@ class NaiveSnapshotManager(GroupChatManager):
         speaker = self._last_speaker
         targets = [agent for agent in self.groupchat.agents if agent is not speaker]
         if targets and recipient is targets[-1]:
-            participants = [*self.groupchat.agents, self]
+            # AG2 types GroupChat.agents as list[Agent]; the benchmark's group chats hold ConversableAgents
+            participants = cast("list[ConversableAgent]", [*self.groupchat.agents, self])
             if self.snapshot_dir is None:
                 self.recorded.append({id(h): len(h) for a in participants for h in a._oai_messages.values()})
             else:
@@ -282,6 +285,16 @@ def write_naive_snapshot(
     return path
 
 
+class Timing(TypedDict):
+    """``TimedGroupChat.timing``: message timestamps, time spent in size probes, and the size curve."""
+
+    stamps: list[float]
+    paused: float
+    probe: Callable[[], int] | None
+    every: int
+    curve: list[tuple[int, int]]
+
+
 class TimedGroupChat(GroupChat):
     """A ``GroupChat`` that timestamps every appended message (and samples bytes on disk, untimed).
 
@@ -290,9 +303,11 @@ class TimedGroupChat(GroupChat):
     is taken out of the stamps (``paused``).
     """
 
+    timing: Timing  # set by build_groupchat (an annotation only: not a dataclass field)
+
     def append(self, message: dict[str, Any], speaker: Any) -> None:
         super().append(message, speaker)
-        timing = self.timing  # type: ignore[attr-defined]
+        timing = self.timing
         now = time.perf_counter()
         timing["stamps"].append(now - timing["paused"])
         probe = timing["probe"]
@@ -313,16 +328,21 @@ def make_agents(n_agents: int, replies: _Replies) -> list[ConversableAgent]:
             human_input_mode="NEVER",
             max_consecutive_auto_reply=UNLIMITED_AUTO_REPLY,
         )
-        agent.register_model_client(DeterministicModelClient, policy=replies.policy)
+        # AG2 annotates model_client_cls as a ModelClient instance where it takes the class
+        agent.register_model_client(DeterministicModelClient, policy=replies.policy)  # type: ignore[arg-type]
         agents.append(agent)
     return agents
 
 
 def build_groupchat(agents: list[ConversableAgent], n_messages: int) -> TimedGroupChat:
+    # AG2 types GroupChat.agents as list[Agent] (invariant); these are ConversableAgents
     groupchat = TimedGroupChat(
-        agents=agents, messages=[], max_round=n_messages, speaker_selection_method="round_robin"
+        agents=cast("list[Agent]", agents),
+        messages=[],
+        max_round=n_messages,
+        speaker_selection_method="round_robin",
     )
-    groupchat.timing = {"stamps": [], "paused": 0.0, "probe": None, "every": 50, "curve": []}  # type: ignore[attr-defined]
+    groupchat.timing = {"stamps": [], "paused": 0.0, "probe": None, "every": 50, "curve": []}
     return groupchat
 
 
@@ -346,12 +366,12 @@ def _run_chat(
     profiler: Any = None,
 ) -> tuple[float, float]:
     gc.collect()
-    with IOStream.set_default(_NullIO()):  # type: ignore[arg-type]
+    with IOStream.set_default(_NullIO()):
         if profiler is not None:
             profiler.enable()
         t0 = time.perf_counter()
         initiator.initiate_chat(manager, message=replies.text(initiator.name, 0), silent=True)
-        t1 = time.perf_counter() - groupchat.timing["paused"]  # type: ignore[attr-defined]
+        t1 = time.perf_counter() - groupchat.timing["paused"]
         if profiler is not None:
             profiler.disable()
     if len(groupchat.messages) != n_messages:
@@ -467,7 +487,7 @@ class Bench:
         args = self.args
         agents = make_agents(args.agents, self.replies)
         groupchat = build_groupchat(agents, n_messages)
-        timing = groupchat.timing  # type: ignore[attr-defined]
+        timing = groupchat.timing
         timing["every"] = args.size_every
         backend = None
         cm: CheckpointManager | None = None
@@ -504,7 +524,7 @@ class Bench:
                 files = sorted((session / "checkpoints").glob("checkpoint_*.json"))
                 result["checkpoints"] = len(files)
                 result["load_ms"] = [
-                    _median_ms(lambda p=p: CheckpointManager.load_checkpoint_file(p), args.loads)
+                    _median_ms(functools.partial(CheckpointManager.load_checkpoint_file, p), args.loads)
                     for p in _first_mid_last(files)
                 ]
                 result["size_curve"] = [*timing["curve"], (n_messages, result["bytes"])] if curve else []
@@ -518,7 +538,7 @@ class Bench:
             result["checkpoints"] = len(references)
             load = backend.loader()
             chosen = _first_mid_last(references)
-            result["load_ms"] = [_median_ms(lambda c=c: load(*c), args.loads) for c in chosen]
+            result["load_ms"] = [_median_ms(functools.partial(load, *c), args.loads) for c in chosen]
             last = load(*chosen[-1])
             result["last_checkpoint_messages"] = len(last.messages)
             result["cold_load_ms"] = _median_ms(lambda: backend.cold_load(chosen[-1][1]), 1)
@@ -549,9 +569,9 @@ class Bench:
             cm = restored.checkpoint_manager
             cm.close()
             if cm.backing_store is not None:
-                cm.backing_store.close()
+                _backends.close_store(cm.backing_store)
             with contextlib.suppress(Exception):
-                restored.checkpoint_file.store.close()  # type: ignore[attr-defined]
+                _backends.close_store(restored.checkpoint_file.store)
         factory_ms = _median_ms(factory, self.args.restores)
         return {"restore_ms": statistics.median(samples), "restore_factory_ms": factory_ms}
 
@@ -569,7 +589,7 @@ def run_naive_sampled(bench: Bench, n_messages: int) -> dict[str, Any]:
         agents = make_agents(args.agents, bench.replies)
         groupchat = build_groupchat(agents, n_messages)
         manager = NaiveSnapshotManager(None, **_manager_kwargs(groupchat))
-        participants = [*groupchat.agents, manager]
+        participants = cast("list[ConversableAgent]", [*groupchat.agents, manager])
         _run_chat(agents[0], manager, groupchat, bench.replies, n_messages, "naive sampled")
         if len(manager.recorded) != n_messages:
             raise RuntimeError(
@@ -611,7 +631,7 @@ def run_naive_sampled(bench: Bench, n_messages: int) -> dict[str, Any]:
             "raw_text_bytes": _raw_bytes(groupchat.messages),
             "checkpoints": n_messages,
             "load_ms": [
-                _median_ms(lambda p=p: CheckpointManager.load_checkpoint_file(p), args.loads)
+                _median_ms(functools.partial(CheckpointManager.load_checkpoint_file, p), args.loads)
                 for p in _first_mid_last(paths)
             ],
             "size_curve": cumulative,
@@ -620,7 +640,7 @@ def run_naive_sampled(bench: Bench, n_messages: int) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _interp(xs: list[int], ys: list[float], x: float) -> float:
+def _interp(xs: Sequence[int], ys: Sequence[float], x: float) -> float:
     if x <= xs[0]:
         return ys[0]
     for (x0, y0), (x1, y1) in itertools.pairwise(zip(xs, ys, strict=True)):
@@ -1088,13 +1108,18 @@ def _workspace(out: str | None) -> Iterator[Path]:
 
 
 def _repeats_of(name: str, args: argparse.Namespace, n: int) -> int:
+    # argparse parsed these with type=int (a Namespace's attributes are Any to mypy)
+    repeats: int = args.repeats
+    naive_repeats: int = args.naive_repeats
+    fsync_repeats: int = args.fsync_repeats
+    lg_list_repeats: int = args.lg_list_repeats
     if name == "naive":
-        return args.naive_repeats if n <= args.naive_max_messages else 0
+        return naive_repeats if n <= args.naive_max_messages else 0
     if name.endswith("-fsync"):
-        return min(args.fsync_repeats, args.repeats)
+        return min(fsync_repeats, repeats)
     if name in ("lg-list", "lg-list-base"):
-        return min(args.lg_list_repeats, args.repeats)
-    return args.repeats
+        return min(lg_list_repeats, repeats)
+    return repeats
 
 
 def _plot_title(summary: dict[str, Any], settings: dict[str, Any]) -> str:
