@@ -27,13 +27,13 @@ token), and the unique chunk and checkpoint keys (``(session, seq)`` and
 ``(session, step_number)`` in one integer each) make a second writer's insert fail rather than interleave,
 so two writers can never corrupt a session's log.
 
-A checkpoint is one statement: an insert into ``cs_save``, a view of the connection's own (``TEMP``, never
-in the file) whose trigger checks the lease, then inserts the chunk and the record. A single statement is its
-own transaction, so nothing is written unless all of it is; it spares a ``BEGIN IMMEDIATE`` and a
-``COMMIT`` round trip per checkpoint (measured: 0.05-0.1 ms less added time per message). The first save of a
-writer, which takes the lease and reads the log, runs the same insert inside ``BEGIN IMMEDIATE`` ...
-``COMMIT``. Loading a checkpoint reads its record and then its chunks' bytes in ``seq`` order (a range of the
-chunk table's own key: no sort), in one read transaction.
+A checkpoint is one statement: an insert into ``cs_save``, a view of the connection's own (``TEMP``, never in
+the file; made at its first save, so readers never pay for it) whose trigger checks the lease, then inserts
+the chunk and the record. A single statement is its own transaction, so nothing is written unless all of it
+is; it spares a ``BEGIN IMMEDIATE`` and a ``COMMIT`` round trip per checkpoint (measured: 0.05-0.1 ms less
+added time per message). The first save of a writer, which takes the lease and reads the log, runs the same
+insert inside ``BEGIN IMMEDIATE`` ... ``COMMIT``. Loading a checkpoint reads its record and then its chunks'
+bytes in ``seq`` order (a range of the chunk table's own key: no sort), in one read transaction.
 """
 
 from __future__ import annotations
@@ -246,6 +246,7 @@ class SqliteStore:
         self._pid = os.getpid()
         self._synchronous: Durability = "crash"
         self._wal = WalCheckpointer(self.path)
+        self._saves_on: sqlite3.Connection | None = None  # the connection that has the cs_save view
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -292,9 +293,6 @@ class SqliteStore:
                     # connection's own checkpoint, inside a commit, is only the safety net
                     conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
                     self._migrate(conn)
-                    conn.execute("PRAGMA temp_store=MEMORY")  # the TEMP view below: no temporary file
-                    for statement in _SAVE_VIEW:
-                        conn.execute(statement)
                 except BaseException:
                     conn.close()
                     raise
@@ -446,6 +444,14 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             raise
 
+    def _ready_to_save(self, conn: sqlite3.Connection) -> None:
+        """Give the connection its ``cs_save`` view and trigger at its first save (readers need neither)."""
+        if self._saves_on is not conn:
+            conn.execute("PRAGMA temp_store=MEMORY")  # a TEMP view: no temporary file
+            for statement in _SAVE_VIEW:
+                conn.execute(statement)
+            self._saves_on = conn
+
     def _set_durability(self, conn: sqlite3.Connection, durability: Durability) -> None:
         """``synchronous=FULL`` for ``"fsync"``, ``NORMAL`` for ``"crash"`` (outside a transaction)."""
         if durability != self._synchronous:
@@ -569,9 +575,10 @@ class SqliteSessionStore:
         save takes the lease and reads the log in the same transaction as its insert.
         """
         try:
+            conn = self.store.connection()
+            self.store._ready_to_save(conn)
             log = self._log
             if self._token is not None and log is not None:
-                conn = self.store.connection()
                 self.store._set_durability(conn, self.durability)
                 prepared = log.prepare(data, trusted_prefix=trusted)
                 self._insert(conn, data, prepared)
