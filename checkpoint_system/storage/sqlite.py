@@ -342,7 +342,7 @@ class SqliteStore:
             self._wal.close()  # first: the last connection to close folds the WAL in and removes it
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
-            self._conn = None
+            self._conn = self._saves_on = None
 
     def __enter__(self) -> SqliteStore:
         return self
