@@ -306,10 +306,9 @@ class DeltaEncoder:
         if encoded._roster is not None:
             self._roster = encoded._roster
         for track, keep, objs, encs in encoded._tracks:
-            if keep != len(track.objs):
-                del track.objs[keep:]
-                del track.encs[keep:]
+            del track.objs[keep:]
             track.objs.extend(objs)
+            del track.encs[keep:]
             track.encs.extend(encs)
 
     def load_state(self, replay: LogReplay) -> None:
@@ -528,15 +527,6 @@ class _EncodeJob:
         """Emit what makes the logged list equal to ``items``; returns ``len(items)``."""
         objs, encs = track.objs, track.encs
         n_logged, n_new = len(objs), len(items)
-        if history is not None and n_new == n_logged + 1 and self.trusted and n_logged:
-            # the usual history change of a live chat: one copy of the newest group chat message appended
-            item = items[n_logged]
-            if items[n_logged - 1] is objs[-1] and type(item) is dict:
-                reference = self._group_reference(item)
-                if reference is not None:
-                    self.grouped.setdefault(reference, []).append(history)
-                    self.track_updates.append((track, n_logged, [item], [None]))
-                    return n_new
         if n_new >= n_logged and (n_logged == 0 or (self.trusted and items[n_logged - 1] is objs[-1])):
             if n_new == n_logged:
                 return n_new
@@ -648,13 +638,8 @@ class _EncodeJob:
             if config != logged.config:
                 self.emit({"ac": label, "c": config})
         frozen = logged.counters
-        if (
-            frozen is None
-            or values.get(_COUNTER_FIELDS[0], _MISSING) != frozen.get(_COUNTER_FIELDS[0], _MISSING)
-            or values.get(_COUNTER_FIELDS[1], _MISSING) != frozen.get(_COUNTER_FIELDS[1], _MISSING)
-            or values.get(_COUNTER_FIELDS[2], _MISSING) != frozen.get(_COUNTER_FIELDS[2], _MISSING)
-        ):
-            counters = {k: values[k] for k in _COUNTER_FIELDS if k in values}
+        counters = {k: values[k] for k in _COUNTER_FIELDS if k in values}
+        if counters != frozen:
             encoded = dumps_sorted(counters)
             if frozen is None or frozen.keys() != counters.keys():
                 self.add(b'{"d":' + dumps(label) + b',"v":' + encoded + b"}\n")
@@ -665,9 +650,9 @@ class _EncodeJob:
         peers = logged.peers  # copied before the first change
         histories = values.get("oai_messages") or {}
         for peer, items in histories.items():
-            known = peers.get(peer if type(peer) is str else str(peer))
+            peer_name = peer if type(peer) is str else str(peer)
+            known = peers.get(peer_name)
             if known is None:
-                peer_name = peer if type(peer) is str else str(peer)
                 known = self.history(label, peer_name)
                 peers = dict(peers) if peers is logged.peers else peers
                 peers[peer_name] = known
