@@ -183,9 +183,7 @@ class _WriterProcess:
 
     def _send(self, frame: bytes) -> bool:
         try:
-            view = memoryview(frame)
-            while view:
-                view = view[os.write(self._requests, view) :]
+            protocol.write_all(self._requests, frame)
         except OSError:  # the writer died (EPIPE)
             self._gone()
             return False

@@ -49,6 +49,7 @@ from ..model import CheckpointData
 from .delta import DeltaEncoder, LogReplay, dumps
 from .file_publisher import FilePublisher, publishers_of
 from .protocol import Durability
+from .record_file_writer import write_all as _write_all  # a module global: tests inject errors
 from .records import decode_checkpoint, inline_document, open_record, record_bytes, seal_record
 
 try:  # POSIX advisory locks; on other platforms a session is not locked.
@@ -93,13 +94,6 @@ def _file_name_for(data: CheckpointData) -> str:
     if match and _SAFE_FILE_NAME.match(own) and int(match.group(1)) == data.step_number:
         return own
     return checkpoint_file_name(data.step_number, data.context, data.timestamp)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -39,13 +39,18 @@ POLL_S = 0.005
 IDLE_S = 1.0
 
 
+def write_all(fd: int, data: bytes | bytearray) -> None:
+    """Write all of ``data`` to ``fd`` (``os.write`` may take part of it). Also used by the package."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def create_file(path: bytes, data: bytes | bytearray) -> None:
     """Create ``path`` holding ``data`` (``FileExistsError`` if it exists); a failed write removes it."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
     except BaseException:
         os.close(fd)
         os.unlink(path)
