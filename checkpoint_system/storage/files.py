@@ -496,7 +496,7 @@ class FileSessionStore:
         self._unpublished.extend(self._publisher.failures())
         fsync = self.durability == "fsync"
         still: list[tuple[Path, bytes]] = []
-        errors: list[OSError] = []
+        first_error: OSError | None = None
         foreign: list[Path] = []
         for path, data in self._unpublished:
             try:
@@ -510,7 +510,7 @@ class FileSessionStore:
                 foreign.append(path)
             except OSError as exc:
                 still.append((path, data))
-                errors.append(exc)
+                first_error = first_error or exc
         self._unpublished = still
         if foreign:
             raise CheckpointSaveError(
@@ -519,7 +519,7 @@ class FileSessionStore:
                 path=foreign[0],
             )
         if still:
-            path, first_error = still[0][0], errors[0]
+            path = still[0][0]
             more = f" (and {len(still) - 1} more)" if len(still) > 1 else ""
             raise CheckpointSaveError(
                 f"could not create the checkpoint file{more}: {first_error}; it is tried again at the next "
