@@ -16,6 +16,7 @@ import shutil
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -25,7 +26,7 @@ from test_file_store import Chat
 
 from checkpoint_system.errors import CheckpointSaveError, SessionLockedError
 from checkpoint_system.storage import SqliteStore
-from checkpoint_system.storage.sqlite import SCHEMA_VERSION
+from checkpoint_system.storage.sqlite import SCHEMA_VERSION, SqliteSessionStore
 
 # -- SQLite -------------------------------------------------------------------------------------------------
 
@@ -38,18 +39,32 @@ def _rows(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[tuple[o
         conn.close()
 
 
+def _saved_session(
+    path: Path, session_id: str, count: int
+) -> tuple[SqliteStore, SqliteSessionStore, SyntheticChat, dict[str, Any]]:
+    """A store at ``path`` whose session ``session_id`` holds ``count`` checkpoints of a synthetic chat."""
+    store = SqliteStore(path)
+    chat = SyntheticChat(session_id)
+    session = store.open_session(session_id)
+    return store, session, chat, fill(session, count, chat=chat)
+
+
+def _stored_rows(path: Path) -> tuple[object, object]:
+    """(log chunks, checkpoint records) in the database file."""
+    return (
+        _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0],
+        _rows(path, "SELECT count(*) FROM cs_checkpoints")[0][0],
+    )
+
+
 def test_sqlite_writer_that_lost_its_lease_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "lease.db"
-    store = SqliteStore(path)
-    chat = SyntheticChat("lease")
-    session = store.open_session("lease")
-    saved = fill(session, 3, chat=chat)
+    store, session, chat, saved = _saved_session(path, "lease", 3)
     assert SqliteStore(path).release_session_lock("lease")  # e.g. an operator freeing a "dead" writer
     chat.say(3)
     with pytest.raises(SessionLockedError, match="lost the session's lease"):
         session.save(chat.checkpoint(3), trusted_prefix=True)
-    assert _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0] == 3  # nothing was written
-    assert _rows(path, "SELECT count(*) FROM cs_checkpoints")[0][0] == 3
+    assert _stored_rows(path) == (3, 3)  # nothing was written
     # the lease is free again: the next save takes it, rebuilds the log state and continues
     saved[session.save(chat.checkpoint(3), trusted_prefix=True)] = chat.checkpoint(3)
     saved |= fill(session, 2, start=4, chat=chat)
@@ -64,16 +79,12 @@ def test_sqlite_writer_that_lost_its_lease_writes_nothing(tmp_path: Path) -> Non
 def test_sqlite_refused_record_leaves_no_chunk_behind(tmp_path: Path) -> None:
     """The one-statement save is atomic: its chunk goes when the record insert after it is refused."""
     path = tmp_path / "atomic.db"
-    store = SqliteStore(path)
-    chat = SyntheticChat("atomic")
-    session = store.open_session("atomic")
-    saved = fill(session, 3, chat=chat)
+    store, session, chat, saved = _saved_session(path, "atomic", 3)
     chat.say(3)
     clash = chat.checkpoint(3).model_copy(update={"checkpoint_id": list(saved)[1]})  # a new step, a used id
     with pytest.raises(CheckpointSaveError, match="already exists"):
         session.save(clash, trusted_prefix=True)
-    assert _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0] == 3
-    assert _rows(path, "SELECT count(*) FROM cs_checkpoints")[0][0] == 3
+    assert _stored_rows(path) == (3, 3)
     saved[session.save(chat.checkpoint(3), trusted_prefix=True)] = chat.checkpoint(3)
     for checkpoint_id, data in saved.items():
         same(SqliteStore(path).open_session("atomic").load(checkpoint_id), data)
@@ -82,10 +93,7 @@ def test_sqlite_refused_record_leaves_no_chunk_behind(tmp_path: Path) -> None:
 
 def test_sqlite_writer_whose_lease_was_taken_over_is_locked_out(tmp_path: Path) -> None:
     path = tmp_path / "taken.db"
-    store = SqliteStore(path)
-    chat = SyntheticChat("taken")
-    session = store.open_session("taken")
-    fill(session, 2, chat=chat)
+    store, session, chat, _ = _saved_session(path, "taken", 2)
     _rows(  # another live writer (this very process, so it counts as alive) now holds the lease
         path,
         "UPDATE cs_writers SET token = 'someone else', pid = ? WHERE session_id = 'taken'",
@@ -95,7 +103,7 @@ def test_sqlite_writer_whose_lease_was_taken_over_is_locked_out(tmp_path: Path) 
     for _ in range(2):
         with pytest.raises(SessionLockedError):
             session.save(chat.checkpoint(2), trusted_prefix=True)
-    assert _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0] == 2
+    assert _stored_rows(path)[0] == 2
     store.close()
 
 
