@@ -590,13 +590,40 @@ def test_step_lines_decode_overrides_removed_keys_and_counters() -> None:
     assert replay.dynamic["a:x"]["consecutive_auto_reply_counter"] == {"m": 1}
 
 
+def test_step_lines_next_to_the_usual_shape_are_decoded_in_full() -> None:
+    """The replay reads the usual step line (3-key message, role-only copy) without a call; lines that only
+    look like it must still have every reference decoded."""
+    text, other = "t" * INTERN_MIN_LENGTH, "r" * INTERN_MIN_LENGTH
+    replay = LogReplay()
+    replay.apply_bytes(
+        b'{"hd":0,"a":"a:x","p":"m"}\n{"hd":1,"a":"a:y","p":"m"}\n{"hd":2,"a":"m:m","p":"x"}\n'
+        b'{"M":{"content":{"$s":0},"role":{"$s":1},"name":"x"},'
+        b'"H":[[[0],{"name":"n"}],[[1],{"role":{"$s":0}}],[[2],{"role":"assistant"}]],'
+        b'"S":["' + text.encode() + b'","' + other.encode() + b'"]}\n'
+        b'{"M":{"content":{"$s":0},"role":"user","name":"x","context":{"note":{"$s":1}}}}\n'
+    )
+    first = {"content": text, "role": other, "name": "x"}
+    assert replay.messages == [
+        first,
+        {"content": text, "role": "user", "name": "x", "context": {"note": other}},
+    ]
+    assert replay.histories == {
+        0: [{**first, "name": "n"}],
+        1: [{**first, "role": text}],
+        2: [{**first, "role": "assistant"}],
+    }
+
+
 def test_replay_rejects_malformed_step_lines() -> None:
     from checkpoint_system.errors import CorruptCheckpointError
 
     history = b'{"hd":0,"a":"a:x","p":"m"}\n'
+    two_strings = b'"S":["' + b"s" * INTERN_MIN_LENGTH + b'","' + b"z" * INTERN_MIN_LENGTH + b'"]'
     for bad in (
         b'{"M":[1]}\n',
         b'{"M":{"content":{"$s":3}}}\n',
+        b'{"M":{"content":{"$s":-1},"role":"u","name":"x"},' + two_strings + b"}\n",
+        b'{"M":{"content":{"$s":true},"role":"u","name":"x"},' + two_strings + b"}\n",
         b'{"M":{},"D":{"a:x":{}}}\n',  # a change before the full counters
         b'{"M":{},"D":[1]}\n',
         history + b'{"M":{},"H":[[[5]]]}\n',

@@ -738,7 +738,19 @@ class LogReplay:
                 strings += defined
             message = record.get("M")
             if message is not None:  # a step line: message, counter changes, the histories' copies
-                message = plain_message(message)
+                if (  # the usual message, {"content": {"$s": n}, "role": "...", "name": "..."}: no call
+                    type(message) is dict
+                    and len(message) == 3
+                    and type(content := message.get("content")) is dict
+                    and len(content) == 1
+                    and type(ref := content.get(_STRING_REF)) is int
+                    and ref >= 0
+                    and type(message.get("role")) is str
+                    and type(message.get("name")) is str
+                ):
+                    message["content"] = strings[ref]  # the parsed record is ours to reuse
+                else:
+                    message = plain_message(message)
                 messages.append(message)
                 counters = record.get("D")
                 if counters is not None:
@@ -747,8 +759,18 @@ class LogReplay:
                             raise TypeError("counters record is not an object")
                         dynamic[label].update(changed)  # KeyError (malformed) before a full record
                 for entry in record.get("H", ()):
-                    # a bare entry is an unchanged copy: the histories share the message
-                    item = message if len(entry) == 1 else copy_with(message, *entry[1:])
+                    if len(entry) == 1:  # a bare entry is an unchanged copy: the histories share the message
+                        item = message
+                    elif (  # the usual copy, the speaker's own: the message under another role
+                        len(entry) == 2
+                        and type(overrides := entry[1]) is dict
+                        and len(overrides) == 1
+                        and type(role := overrides.get("role")) is str
+                    ):
+                        item = message.copy()
+                        item["role"] = role
+                    else:
+                        item = copy_with(message, *entry[1:])
                     for hid in entry[0]:  # readers copy what they keep
                         histories[hid].append(item)
                 continue
