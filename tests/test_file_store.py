@@ -598,6 +598,22 @@ def test_log_missing_truncated_or_modified(
     assert str(log) in str(error)
 
 
+def test_a_log_damaged_into_invalid_json_is_reported_as_damaged(
+    store: FileSessionStore, saved: list[tuple[str, CheckpointData]]
+) -> None:
+    """Damaged bytes are reported as not matching the checkpoint's hash, not as whatever their replay
+    would run into."""
+    path = first_checkpoint(store, saved)
+    same(read_checkpoint_file(path), saved[-1][1])
+    store.close()
+    log = store.checkpoint_dir / LOG_FILE
+    original = log.read_bytes()
+    log.write_bytes(b"x" + original[1:])  # the first line is no longer JSON; the size is unchanged
+    expect_error(CorruptCheckpointError, path, match="does not match the checkpoint's hash")
+    log.write_bytes(original)
+    same(read_checkpoint_file(path), saved[-1][1])
+
+
 @pytest.mark.parametrize(
     "name", ["../../etc/passwd", "/etc/passwd", "..", ".writer.lock", "sub/log.jsonl", "a\x00b"]
 )
