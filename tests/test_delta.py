@@ -481,7 +481,8 @@ def test_continue_from_replayed_log() -> None:
     # one step line: the group message, then each agent's and the manager's copy of it
     (step,) = [r for r in new_lines if "M" in r]
     assert not any("m" in r or "g" in r for r in new_lines)
-    assert sum(len(entry[0]) for entry in step["H"]) == len(AGENTS) + 1
+    assert "H" not in step  # the copies follow a pattern the replayed log defined
+    assert sum(len(entry[0]) for entry in replay.patterns[step["P"]]) == len(AGENTS) + 1
     assert_same(session.load(10), frozen(chat.snapshot(10)))
     assert_same(session.load(4), expected[4])
 
@@ -539,11 +540,17 @@ def test_a_message_is_one_step_line() -> None:
     steps = [record for record in records if "M" in record]
     assert len(steps) == 5  # every checkpoint but the first, which defines the histories
     assert not any(next(iter(record)) in ("m", "H", "D") for record in records[records.index(steps[0]) :])
+    patterns: list[Any] = []  # the copies of a step ("H"), defined once per speaker and then referred to
     for record in steps:
-        assert sorted(record) == ["D", "H", "M", "S"], record
+        if "H" in record:
+            assert record["P"] == len(patterns)
+            patterns.append(record["H"])
+        assert sorted(record) == sorted(["D", "M", "P", "S", *(["H"] if "H" in record else [])]), record
         defined_before = logged_strings(records[: records.index(record)])
         assert len(record["S"]) == 1 and record["M"]["content"] == {"$s": len(defined_before)}
-        assert sum(len(entry[0]) for entry in record["H"]) == len(AGENTS) + 1  # every agent, the manager
+        copies = patterns[record["P"]]
+        assert sum(len(entry[0]) for entry in copies) == len(AGENTS) + 1  # every agent, the manager
+    assert len(patterns) == len(AGENTS) < len(steps)  # one per speaker
     loaded = session.load(5)
     item = loaded.messages[-1]  # one object: the group chat's message, shared by the unchanged copies
     histories = [state.oai_messages[MANAGER] for state in loaded.agent_states.values()]
@@ -565,7 +572,7 @@ def test_a_step_whose_message_is_referred_to_by_other_lines_keeps_separate_lines
     for index, data in enumerate(expected):
         assert_same(session.load(index), data)
     kinds = [sorted(orjson.loads(line)) for line in session.log.splitlines()]
-    assert ["S", "m"] in kinds and ["D", "H", "M", "S"] in kinds
+    assert ["S", "m"] in kinds and ["D", "H", "M", "P", "S"] in kinds
 
 
 def test_step_lines_decode_overrides_removed_keys_and_counters() -> None:
@@ -614,6 +621,24 @@ def test_step_lines_next_to_the_usual_shape_are_decoded_in_full() -> None:
     }
 
 
+def test_step_lines_refer_to_copy_patterns_defined_before() -> None:
+    replay = LogReplay()
+    replay.apply_bytes(
+        b'{"hd":0,"a":"a:x","p":"m"}\n{"hd":1,"a":"a:y","p":"m"}\n'
+        b'{"M":{"content":"a","role":"user","name":"x"},"H":[[[0],{"role":"assistant"}],[[1]]],"P":0}\n'
+        b'{"M":{"content":"b","role":"user","name":"y"},"H":[[[1],{"role":"assistant"}],[[0]]],"P":1}\n'
+        b'{"M":{"content":"c","role":"user","name":"x"},"P":0}\n'
+    )
+    a, b, c = (
+        {"content": text, "role": "user", "name": name} for text, name in (("a", "x"), ("b", "y"), ("c", "x"))
+    )
+    assert replay.messages == [a, b, c]
+    assert replay.histories == {
+        0: [{**a, "role": "assistant"}, b, {**c, "role": "assistant"}],
+        1: [a, {**b, "role": "assistant"}, c],
+    }
+
+
 def test_replay_rejects_malformed_step_lines() -> None:
     from checkpoint_system.errors import CorruptCheckpointError
 
@@ -633,6 +658,12 @@ def test_replay_rejects_malformed_step_lines() -> None:
         history + b'{"M":{"role":"u"},"H":[[[0],null,["name"]]]}\n',
         history + b'{"M":{},"H":[[[0],null,"name"]]}\n',
         history + b'{"M":{},"H":[[[0],null,[],1]]}\n',
+        history + b'{"M":{},"P":0}\n',  # a copy pattern never defined
+        history + b'{"M":{},"H":[[[0]]],"P":1}\n',  # defined out of sequence
+        history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"H":[[[0]]],"P":0}\n',  # defined twice
+        history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"P":-1}\n',
+        history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"P":true}\n',
+        history + b'{"M":{},"H":[[[0]]],"P":"0"}\n',
         b'{"M":null}\n',
     ):
         with pytest.raises(CorruptCheckpointError):

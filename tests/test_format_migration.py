@@ -22,7 +22,7 @@ import pytest
 from checkpoint_system import FORMAT_VERSION, CheckpointManager, read_checkpoint_file
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = {version: ROOT / "tests" / "fixtures" / f"format{version}_session" for version in (2, 3, 4)}
+FIXTURES = {version: ROOT / "tests" / "fixtures" / f"format{version}_session" for version in (2, 3, 4, 5)}
 sys.path.insert(0, str(ROOT / "examples"))
 
 import continue_from_checkpoint  # noqa: E402
@@ -36,7 +36,7 @@ CHECKPOINTS = [
 
 @pytest.mark.parametrize("version", sorted(FIXTURES))
 def test_the_fixtures_are_in_earlier_formats(version: int) -> None:
-    assert FORMAT_VERSION == 5
+    assert FORMAT_VERSION == 6
     paths = [path for v, path in CHECKPOINTS if v == version]
     assert len(paths) >= 15
     assert {orjson.loads(path.read_bytes())["format_version"] for path in paths} == {version}
@@ -82,7 +82,7 @@ def test_an_earlier_session_continues(
     assert [m["content"] for m in continued] == [m["content"] for m in original]
 
 
-@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("version", [3, 4, 5])
 def test_an_earlier_log_grows_in_the_current_format(version: int, tmp_path: Path) -> None:
     """A writer reopening an earlier session appends current-format lines; old and new checkpoints load."""
     copy = tmp_path / "session"

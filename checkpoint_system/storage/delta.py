@@ -31,6 +31,9 @@ Log record kinds, one JSON object per line::
                                        one copy of that message (keys of its second item replaced, keys
                                        in its third removed; a bare ``[[h, ...]]`` shares the message
                                        itself) appended to histories h, ...
+    {"M": msg, ..., "H": [...], "P": p}  the same, and its "H" is copy pattern p from here on
+    {"M": msg, ..., "P": p}            a step line whose copies follow pattern p (the "H" that defined it):
+                                       a chat repeats a few patterns, one per speaker
     {"ht": h, "n": k}                  history h truncated to k
     {"hx": h}                          history h dropped
     {"S": ["text", ...]}               strings defined alone (rare: see below)
@@ -39,10 +42,11 @@ Any line may also carry ``"S": ["text", ...]``: the next long strings of the tab
 line is applied (a new message's line carries its own content). Format 3 logs defined each string on a
 line of its own, ``{"s": n, "v": "text"}``, and wrote every counter change in full; format 4 logs wrote a
 message, its counter changes and its copies on separate ``"m"``, ``"D"`` and ``"H"`` lines (still
-written when a line between them refers to the message). All are still read.
+written when a line between them refers to the message); format 5 step lines spelled out their "H" every
+time (patterns "P" are format 6). All are still read.
 
 Agent labels are ``a:<name>`` for agents and ``m:<name>`` for the manager. A checkpoint record (formats 3
-to 5) then only holds the message count, the round position, the speaker, and references to its metadata
+to 6) then only holds the message count, the round position, the speaker, and references to its metadata
 and group chat settings; everything else is the state the log prefix leaves. Format 2 records, which listed
 every agent's configuration, counters and history lengths, are still read.
 
@@ -196,6 +200,7 @@ class EncodedCheckpoint:
     _agents: dict[str, _AgentLog] = field(default_factory=dict)
     _roster: tuple[tuple[str, ...], str | None] | None = None
     _identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = field(default_factory=dict)
+    _patterns: dict[bytes, int] = field(default_factory=dict)
     _generation: int = 0
 
 
@@ -219,6 +224,8 @@ class DeltaEncoder:
         self._identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = {}
         self._string_count = 0
         self._config_count = 0
+        self._patterns: dict[bytes, int] = {}  # step lines' "H", by its bytes: its pattern number
+        self._pattern_count = 0
         self._history_count = 0
         self._generation = 0
 
@@ -285,6 +292,7 @@ class DeltaEncoder:
             _agents=job.agents,
             _roster=job.roster,
             _identity_configs=job.identity_configs,
+            _patterns=job.new_patterns,
             _generation=self._generation,
         )
 
@@ -298,6 +306,8 @@ class DeltaEncoder:
         self._configs.update(encoded._configs)
         self._config_count += len(encoded._configs)
         self._identity_configs.update(encoded._identity_configs)
+        self._patterns.update(encoded._patterns)
+        self._pattern_count += len(encoded._patterns)
         for key in encoded._dropped_histories:
             self._histories.pop(key, None)
         self._histories.update(encoded._new_histories)
@@ -319,6 +329,8 @@ class DeltaEncoder:
         self._configs = {dumps_sorted(value): index for index, value in sorted(replay.configs.items())}
         self._config_count = max(replay.configs, default=-1) + 1
         self._identity_configs = {}
+        self._patterns = {dumps(pattern): number for number, pattern in enumerate(replay.patterns)}
+        self._pattern_count = len(replay.patterns)
         peek = _EncodeJob(self, False).peek
         self._messages = _Track(list(replay.messages), [peek(item) for item in replay.messages])
         self._histories = {
@@ -394,6 +406,7 @@ class _EncodeJob:
         self.step_at = 0
         self.step_held = False  # True while the message can still wait for the step line
         self.step_counters: list[tuple[bytes, bytes]] = []
+        self.new_patterns: dict[bytes, int] = {}
 
     def add(self, line: bytes, *, refers: bool = True) -> None:
         """Append one log line; strings interned since the previous line ride on it (``"S"``).
@@ -434,7 +447,7 @@ class _EncodeJob:
                     if removed is not None:
                         entry += b"," + removed
                     entries.append(entry + b"]")
-                parts.append(b',"H":[' + b",".join(entries) + b"]")
+                parts.append(self.copies(b"[" + b",".join(entries) + b"]"))
             strings = self.step_strings + self.pending_strings
             if strings:
                 parts.append(b',"S":' + dumps(strings))
@@ -450,6 +463,17 @@ class _EncodeJob:
                 self.add(b'{"H":' + dumps(histories) + b"," + self.group_fragment(key) + b"}\n")
         self.step_message, self.step_strings, self.step_counters = None, [], []
         grouped.clear()
+
+    def copies(self, pattern: bytes) -> bytes:
+        """``,"P":p`` for a step line's copies seen before, else ``,"H":[...],"P":p`` defining pattern p."""
+        number = self.encoder._patterns.get(pattern)
+        if number is None:
+            number = self.new_patterns.get(pattern)
+        if number is not None:
+            return b',"P":' + str(number).encode()
+        number = self.encoder._pattern_count + len(self.new_patterns)
+        self.new_patterns[pattern] = number
+        return b',"H":' + pattern + b',"P":' + str(number).encode()
 
     def group_fragment(self, key: tuple[bytes | None, bytes | None]) -> bytes:
         """``"g":j,"o":{...},"x":[...]``: the line form of a copy of the newest group chat message."""
@@ -688,6 +712,7 @@ class LogReplay:
         self.manager_label: str | None = None
         self.agent_configs: dict[str, int] = {}
         self.dynamic: dict[str, dict[str, Any]] = {}
+        self.patterns: list[Any] = []  # step lines' copy patterns ("H"), by number
 
     def apply_bytes(self, data: bytes, *, path: str | None = None) -> None:
         """Replay complete log lines (``data`` must end with a newline or be empty)."""
@@ -724,6 +749,7 @@ class LogReplay:
         this loop is most of a load.
         """
         messages, histories, dynamic, strings = self.messages, self.histories, self.dynamic, self.strings
+        patterns = self.patterns
         copy_of, copy_with, plain_message = self._copy_of_group_message, self._copy_with, self._plain_message
         for record in records:
             if type(record) is not dict:
@@ -758,7 +784,18 @@ class LogReplay:
                         if type(changed) is not dict:
                             raise TypeError("counters record is not an object")
                         dynamic[label].update(changed)  # KeyError (malformed) before a full record
-                for entry in record.get("H", ()):
+                copies = record.get("H", ())
+                pattern = record.get("P")
+                if pattern is not None:  # format 6: the copies follow a pattern, or define the next one
+                    if type(pattern) is not int or pattern < 0:
+                        raise ValueError(f"invalid copy pattern {pattern!r}")
+                    if "H" not in record:
+                        copies = patterns[pattern]  # IndexError: a pattern never defined
+                    elif pattern == len(patterns):
+                        patterns.append(copies)
+                    else:
+                        raise ValueError(f"copy pattern {pattern} defined out of sequence")
+                for entry in copies:
                     if len(entry) == 1:  # a bare entry is an unchanged copy: the histories share the message
                         item = message
                     elif (  # the usual copy, the speaker's own: the message under another role
