@@ -17,8 +17,8 @@ deterministic replies, round robin) under these configurations, interleaved with
 
 For each it prints the added time (config minus the baseline of the same repeat, per message, median over
 repeats) over the first and the last 200 messages, the time inside our own checkpoint call, and the baseline's
-own growth. A flat ``spin`` and a growing ``touch`` show that the harness measures flat work as flat, and that
-constant work with a memory footprint shows growth that is AG2's, not the work's.
+own growth. How far ``spin`` (constant, memory-free work) moves between the first and the last messages is
+the harness's own noise: a rise of ours smaller than that cannot be told from the machine.
 
     python benchmarks/flatness_controls.py [--messages 1000] [--repeats 6] [--work-us 300]
 """
