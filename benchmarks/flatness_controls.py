@@ -3,8 +3,8 @@
 AG2 walks the replying agent's whole history on every reply (``_generate_oai_reply_from_client`` unrolls
 tool responses message by message), so a plain group chat's own cost per message grows with its length. At
 1,000 messages the four agents' histories are about a megabyte of dicts, more than a core's L2 cache here;
-any work done between two messages that touches memory evicts part of them, and AG2's next walk slows down by
-an amount that grows with the conversation, even when that work itself takes constant time.
+work done between two messages that touches memory may evict part of them and slow AG2's next walk by an
+amount that grows with the conversation, even when that work itself takes constant time.
 
 This script separates the two. It runs the benchmark's chat (``bench_checkpointing.py``: 4 agents, 1 KiB
 deterministic replies, round robin) under these configurations, interleaved within each repeat:
