@@ -200,6 +200,17 @@ class _NullIO:
         return ""
 
 
+def broadcast_ends_with(manager: GroupChatManager, recipient: Any) -> bool:
+    """True when ``recipient`` is the last agent the manager sends the newest message to.
+
+    That is the point where ``CheckpointingGroupChatManager`` takes its checkpoint: every other agent has the
+    message in its history.
+    """
+    speaker = manager._last_speaker
+    targets = [agent for agent in manager.groupchat.agents if agent is not speaker]
+    return bool(targets) and recipient is targets[-1]
+
+
 class NaiveSnapshotManager(GroupChatManager):
     """The seed's design: after every message, a full indented JSON snapshot in a new file.
 
@@ -227,9 +238,7 @@ class NaiveSnapshotManager(GroupChatManager):
         messages = self.groupchat.messages
         if len(messages) <= self._snapshotted:
             return
-        speaker = self._last_speaker
-        targets = [agent for agent in self.groupchat.agents if agent is not speaker]
-        if targets and recipient is targets[-1]:
+        if broadcast_ends_with(self, recipient):
             # AG2 types GroupChat.agents as list[Agent]; the benchmark's group chats hold ConversableAgents
             participants = cast("list[ConversableAgent]", [*self.groupchat.agents, self])
             if self.snapshot_dir is None:

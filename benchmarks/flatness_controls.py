@@ -40,6 +40,7 @@ for _path in (str(BENCH_DIR.parent), str(BENCH_DIR)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+import _backends  # noqa: E402
 import bench_checkpointing as bench  # noqa: E402
 from autogen import GroupChatManager  # noqa: E402
 
@@ -83,9 +84,7 @@ class WorkingManager(GroupChatManager):
         self, message: Any, recipient: Any, request_reply: bool | None = None, silent: bool | None = False
     ) -> None:
         super().send(message, recipient, request_reply, silent)
-        speaker = self._last_speaker
-        targets = [agent for agent in self.groupchat.agents if agent is not speaker]
-        if targets and recipient is targets[-1]:
+        if bench.broadcast_ends_with(self, recipient):
             self.work()
 
 
@@ -96,6 +95,7 @@ def run(config: str, n_messages: int, work_s: float, base: Path) -> tuple[list[f
     groupchat = bench.build_groupchat(agents, n_messages)
     kwargs = bench._manager_kwargs(groupchat)
     workdir = Path(tempfile.mkdtemp(prefix=f"{config}_", dir=base))
+    backend: _backends.FileBackend | _backends.SqliteBackend | None = None
     cm: CheckpointManager | None = None
     own: list[float] = []
     try:
@@ -105,16 +105,18 @@ def run(config: str, n_messages: int, work_s: float, base: Path) -> tuple[list[f
         elif config in ("spin", "touch"):
             action = spin if config == "spin" else touch
             manager = WorkingManager(lambda: action(work_s), **kwargs)
-        else:
-            location = workdir / "session" if config == "ours" else f"sqlite:///{workdir / 'x.db'}"
-            cm = CheckpointManager(location, session_id="s")
+        else:  # the stores exactly as the benchmark's ours / ours-sqlite rows make them
+            backend_class = _backends.FileBackend if config == "ours" else _backends.SqliteBackend
+            backend = backend_class(workdir, "crash")
+            cm = backend.manager()
             own = bench._time_checkpoint_calls(cm)
             manager = CheckpointingGroupChatManager(cm, **kwargs)
         t0, t1 = bench._run_chat(agents[0], manager, groupchat, replies, n_messages, config)
         return bench._intervals(t0, t1, groupchat.timing["stamps"], n_messages), own
     finally:
-        if cm is not None:
-            cm.close()
+        if backend is not None and cm is not None:
+            backend.close_writer(cm)
+            backend.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
