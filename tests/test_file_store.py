@@ -92,13 +92,19 @@ class Chat:
         )
 
 
-def fill(store: FileSessionStore, chat: Chat, steps: range) -> list[tuple[str, CheckpointData]]:
+def fill(
+    store: FileSessionStore, chat: Chat, steps: range, *, wait_for_files: bool = True
+) -> list[tuple[str, CheckpointData]]:
+    """Save one checkpoint per step; by default each record file is waited for (``path_of``), otherwise
+    nothing is looked up on disk (a lookup would wait for the writer process)."""
     saved = []
     for step in steps:
         chat.say(step)
         data = chat.checkpoint(step)
-        path = store.path_of(store.save(data, trusted_prefix=True))
-        saved.append((path.stem, data.model_copy(deep=True)))
+        checkpoint_id = store.save(data, trusted_prefix=True)
+        if wait_for_files:
+            store.path_of(checkpoint_id)
+        saved.append((checkpoint_id, data.model_copy(deep=True)))
     return saved
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_file_store import Chat, same
+from test_file_store import Chat, fill, same
 
 from checkpoint_system.model import CheckpointData
 from checkpoint_system.storage import file_publisher, record_file_writer
@@ -31,16 +31,6 @@ def own_writer(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     writer = file_publisher._writer_process
     if writer is not None:
         writer.close()
-
-
-def save_steps(store: FileSessionStore, chat: Chat, steps: range) -> list[tuple[str, CheckpointData]]:
-    """Save without looking the files up (a lookup would wait for them)."""
-    saved = []
-    for step in steps:
-        chat.say(step)
-        data = chat.checkpoint(step)
-        saved.append((store.save(data, trusted_prefix=True), data.model_copy(deep=True)))
-    return saved
 
 
 def count_inline_creates(store: FileSessionStore) -> list[Path]:
@@ -64,7 +54,8 @@ def assert_all_loadable(store: FileSessionStore, saved: list[tuple[str, Checkpoi
 def test_record_files_are_created_by_the_writer_process(tmp_path: Path, own_writer: None) -> None:
     store = FileSessionStore(tmp_path / "s")
     inline = count_inline_creates(store)
-    saved = save_steps(store, Chat(), range(300))  # past DRAIN_AT: acknowledgements are read on the way
+    # past DRAIN_AT: acknowledgements are read on the way
+    saved = fill(store, Chat(), range(300), wait_for_files=False)
     writer = file_publisher._running_writer()
     assert writer is not None and writer.alive
     assert writer._process.pid != os.getpid() and writer._process.poll() is None
@@ -79,12 +70,12 @@ def test_a_killed_writer_loses_no_record_file(tmp_path: Path, own_writer: None) 
     store = FileSessionStore(tmp_path / "s")
     inline = count_inline_creates(store)
     chat = Chat()
-    saved = save_steps(store, chat, range(5))
+    saved = fill(store, chat, range(5), wait_for_files=False)
     writer = file_publisher._running_writer()
     assert writer is not None
     writer._process.kill()
     writer._process.wait()
-    saved += save_steps(store, chat, range(5, 40))  # the writer's death is noticed on the way
+    saved += fill(store, chat, range(5, 40), wait_for_files=False)  # the writer's death is noticed on the way
     store.flush()
     assert not writer.alive
     assert_all_loadable(store, saved)
@@ -98,7 +89,7 @@ def test_without_a_writer_process_files_are_created_at_once(
 ) -> None:
     monkeypatch.setattr(sys, "executable", "")
     store = FileSessionStore(tmp_path / "s")
-    saved = save_steps(store, Chat(), range(3))
+    saved = fill(store, Chat(), range(3), wait_for_files=False)
     assert file_publisher._writer_process is None
     assert all((store.checkpoint_dir / f"{checkpoint_id}.json").is_file() for checkpoint_id, _ in saved)
     assert_all_loadable(store, saved)
@@ -109,7 +100,7 @@ def test_without_a_writer_process_files_are_created_at_once(
 def test_a_forked_child_uses_a_writer_of_its_own(tmp_path: Path, own_writer: None) -> None:
     parent_store = FileSessionStore(tmp_path / "parent")
     chat = Chat()
-    saved = save_steps(parent_store, chat, range(5))
+    saved = fill(parent_store, chat, range(5), wait_for_files=False)
     parent_writer = file_publisher._running_writer()
     assert parent_writer is not None
     pid = os.fork()
@@ -117,7 +108,7 @@ def test_a_forked_child_uses_a_writer_of_its_own(tmp_path: Path, own_writer: Non
         status = 1
         try:
             child_store = FileSessionStore(tmp_path / "child")
-            child_saved = save_steps(child_store, Chat(), range(5))
+            child_saved = fill(child_store, Chat(), range(5), wait_for_files=False)
             child_writer = file_publisher._running_writer()
             child_store.flush()
             assert child_writer is not None and child_writer is not parent_writer
@@ -128,7 +119,7 @@ def test_a_forked_child_uses_a_writer_of_its_own(tmp_path: Path, own_writer: Non
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    saved += save_steps(parent_store, chat, range(5, 10))  # the parent's writer still works
+    saved += fill(parent_store, chat, range(5, 10), wait_for_files=False)  # the parent's writer still works
     parent_store.flush()
     assert parent_writer.alive
     assert_all_loadable(parent_store, saved)
