@@ -272,5 +272,5 @@ def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
     session.close()
     store.delete_session("session_b")
     assert store.list_sessions() == ["session_a"]
-    assert _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0] == 7  # session_a's 6 + 1 chunks are left
+    assert _stored_rows(path)[0] == 7  # session_a's 6 + 1 chunks are left
     store.close()
