@@ -964,9 +964,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats",
         type=int,
-        default=5,
-        help="runs per configuration (medians reported; default 5: with 3, this VM's drift alone moved a "
-        "200-message window by up to 0.1 ms)",
+        default=9,
+        help="runs per configuration (medians reported; default 9: one run's mean added time on this VM "
+        "ranges over about +-0.15 ms, and with 3 runs its drift alone moved a 200-message window by 0.1 ms)",
     )
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--message-bytes", type=int, default=1024)
