@@ -122,14 +122,15 @@ class Backend:
             data[5] ^= 0x01
             log.write_bytes(bytes(data))
             return
+        table, column = self._chunks
         (chunk,) = self._sql(
-            f"SELECT data FROM cs_log_chunks WHERE session = {KEY} AND seq = 0",
+            f"SELECT {column} FROM {table} WHERE session = {KEY} AND seq = 0",
             (session.session_id,),
         )[0]
         data = bytearray(bytes(chunk))
         data[5] ^= 0x01
         self._sql(
-            f"UPDATE cs_log_chunks SET data = ? WHERE session = {KEY} AND seq = 0",
+            f"UPDATE {table} SET {column} = ? WHERE session = {KEY} AND seq = 0",
             (bytes(data), session.session_id),
         )
 
@@ -139,10 +140,15 @@ class Backend:
             log = self._log_file(session, checkpoint_id)
             log.write_bytes(log.read_bytes()[:100])
             return
-        self._sql(
-            f"DELETE FROM cs_log_chunks WHERE session = {KEY} AND seq = 1",
+        self._sql(  # SQLite: the row of checkpoint 1 goes, with its chunk
+            f"DELETE FROM {self._chunks[0]} WHERE session = {KEY} AND seq = 1",
             (session.session_id,),
         )
+
+    @property
+    def _chunks(self) -> tuple[str, str]:
+        """(table, column) of the log chunks: SQLite keeps a chunk in its checkpoint's row."""
+        return ("cs_checkpoints", "chunk") if self.name == "sqlite" else ("cs_log_chunks", "data")
 
     def stored_bytes(self) -> bytes:
         """Everything the backend stored: every file, the database file with its WAL, every table row."""

@@ -1,10 +1,11 @@
 """Behaviour of the database stores' fast paths that the shared conformance suite does not reach.
 
 SQLite: a save is one insert whose trigger checks the writer lease (a lost lease writes nothing and raises
-``SessionLockedError``) and then inserts the chunk and the record (a refused record leaves no chunk behind),
-a failed first save does not leave the writer believing it holds the lease that
-was rolled back with it, opening an up-to-date file takes no write lock, and a background thread folds
-the WAL into the database. PostgreSQL: the checkpoint
+``SessionLockedError``) and the step number (above the session's latest), then inserts one row holding the
+record and the log chunk (a refused save leaves nothing behind), a failed first save does not leave the
+writer believing it holds the lease that was rolled back with it, opening an up-to-date file takes no write
+lock, a background thread folds the WAL into the database, and files of schema 1 and 2 are migrated (a
+damaged one is refused and left as it was). PostgreSQL: the checkpoint
 insert runs through libpq directly, so its failures (a lost connection, a value the server rejects) must
 still come back as ``CheckpointSaveError`` and leave the session usable.
 """
@@ -24,7 +25,7 @@ from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from test_conformance import SyntheticChat, fill, same
 from test_file_store import Chat
 
-from checkpoint_system.errors import CheckpointSaveError, SessionLockedError
+from checkpoint_system.errors import CheckpointError, CheckpointSaveError, SessionLockedError
 from checkpoint_system.storage import SqliteStore
 from checkpoint_system.storage.sqlite import SCHEMA_VERSION, SqliteSessionStore
 
@@ -49,12 +50,9 @@ def _saved_session(
     return store, session, chat, fill(session, count, chat=chat)
 
 
-def _stored_rows(path: Path) -> tuple[object, object]:
-    """(log chunks, checkpoint records) in the database file."""
-    return (
-        _rows(path, "SELECT count(*) FROM cs_log_chunks")[0][0],
-        _rows(path, "SELECT count(*) FROM cs_checkpoints")[0][0],
-    )
+def _stored_rows(path: Path) -> object:
+    """Checkpoint rows in the database file (each holds its record and its log chunk)."""
+    return _rows(path, "SELECT count(*) FROM cs_checkpoints")[0][0]
 
 
 def test_sqlite_writer_that_lost_its_lease_writes_nothing(tmp_path: Path) -> None:
@@ -64,7 +62,7 @@ def test_sqlite_writer_that_lost_its_lease_writes_nothing(tmp_path: Path) -> Non
     chat.say(3)
     with pytest.raises(SessionLockedError, match="lost the session's lease"):
         session.save(chat.checkpoint(3), trusted_prefix=True)
-    assert _stored_rows(path) == (3, 3)  # nothing was written
+    assert _stored_rows(path) == 3  # nothing was written
     # the lease is free again: the next save takes it, rebuilds the log state and continues
     saved[session.save(chat.checkpoint(3), trusted_prefix=True)] = chat.checkpoint(3)
     saved |= fill(session, 2, start=4, chat=chat)
@@ -76,18 +74,38 @@ def test_sqlite_writer_that_lost_its_lease_writes_nothing(tmp_path: Path) -> Non
     store.close()
 
 
-def test_sqlite_refused_record_leaves_no_chunk_behind(tmp_path: Path) -> None:
-    """The one-statement save is atomic: its chunk goes when the record insert after it is refused."""
+def test_sqlite_refused_save_writes_nothing(tmp_path: Path) -> None:
+    """A save refused by the id index (after the lease and step checks passed) leaves no row behind."""
     path = tmp_path / "atomic.db"
     store, session, chat, saved = _saved_session(path, "atomic", 3)
     chat.say(3)
     clash = chat.checkpoint(3).model_copy(update={"checkpoint_id": list(saved)[1]})  # a new step, a used id
     with pytest.raises(CheckpointSaveError, match="already exists"):
         session.save(clash, trusted_prefix=True)
-    assert _stored_rows(path) == (3, 3)
+    assert _stored_rows(path) == 3
     saved[session.save(chat.checkpoint(3), trusted_prefix=True)] = chat.checkpoint(3)
     for checkpoint_id, data in saved.items():
         same(SqliteStore(path).open_session("atomic").load(checkpoint_id), data)
+    store.close()
+
+
+def test_sqlite_step_numbers_increase_within_a_session(tmp_path: Path) -> None:
+    """A step number at or below the session's latest is refused (the newest row holds the highest step)."""
+    path = tmp_path / "steps.db"
+    store, session, chat, saved = _saved_session(path, "steps", 2)  # steps 0 and 1
+    chat.say(2)
+    saved[session.save(chat.checkpoint(5), trusted_prefix=True)] = chat.checkpoint(5)  # a gap is fine
+    chat.say(3)
+    for step in (3, 5):  # free but below the latest, and taken
+        with pytest.raises(CheckpointSaveError, match="step numbers increase within a session"):
+            session.save(chat.checkpoint(step), trusted_prefix=True)
+    assert _stored_rows(path) == 3
+    saved[session.save(chat.checkpoint(6), trusted_prefix=True)] = chat.checkpoint(6)  # still usable
+    reader = SqliteStore(path).open_session("steps")
+    assert reader.list_checkpoints() == list(saved) and reader.next_step_number() == 7
+    for checkpoint_id, data in saved.items():
+        same(reader.load(checkpoint_id), data)
+    session.close()
     store.close()
 
 
@@ -103,7 +121,7 @@ def test_sqlite_writer_whose_lease_was_taken_over_is_locked_out(tmp_path: Path) 
     for _ in range(2):
         with pytest.raises(SessionLockedError):
             session.save(chat.checkpoint(2), trusted_prefix=True)
-    assert _stored_rows(path)[0] == 2
+    assert _stored_rows(path) == 2
     store.close()
 
 
@@ -240,13 +258,13 @@ SCHEMA1_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema1"
 
 
 def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
-    """Schema 2 keys log chunks and checkpoints by one integer; a version-1 file is rebuilt on open."""
+    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint)."""
     path = tmp_path / "checkpoints.db"
     shutil.copy(SCHEMA1_FIXTURE / "checkpoints.db", path)
     assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 1
     expected = orjson.loads((SCHEMA1_FIXTURE / "expected.json").read_bytes())
     store = SqliteStore(path)
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     assert store.list_sessions() == ["session_a", "session_b"]
     for reference, dumped in expected.items():
         session_id, checkpoint_id = reference.split("/")
@@ -272,5 +290,69 @@ def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
     session.close()
     store.delete_session("session_b")
     assert store.list_sessions() == ["session_a"]
-    assert _stored_rows(path)[0] == 7  # session_a's 6 + 1 chunks are left
+    assert _stored_rows(path) == 7  # session_a's 6 + 1 checkpoints are left
     store.close()
+
+
+# -- schema migration: a database written by schema version 2 ----------------------------------------------
+
+SCHEMA2_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema2"
+
+
+def test_a_schema_2_database_is_migrated_to_one_row_per_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints.db"
+    shutil.copy(SCHEMA2_FIXTURE / "checkpoints.db", path)
+    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 2
+    expected = orjson.loads((SCHEMA2_FIXTURE / "expected.json").read_bytes())
+    store = SqliteStore(path)
+    assert store.schema_version() == SCHEMA_VERSION == 3
+    tables = {name for (name,) in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "cs_log_chunks" not in tables and _stored_rows(path) == len(expected) == 9
+    assert store.list_sessions() == ["session_a", "session_b"]
+    for reference, dumped in expected.items():
+        session_id, checkpoint_id = reference.split("/")
+        assert store.open_session(session_id).load(checkpoint_id).model_dump(mode="json") == dumped
+    with pytest.raises(CheckpointError, match="2 sessions hold"):  # both sessions made the same ids
+        store.find_checkpoint(list(expected)[-1].split("/")[1])
+    session = store.open_session("session_a")
+    assert session.list_checkpoints() == [r.split("/")[1] for r in expected if r.startswith("session_a/")]
+    assert session.next_step_number() == 6
+    assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
+    chat = Chat()
+    for step in range(7):
+        chat.say(step)
+    session.save(chat.checkpoint(6), trusted_prefix=True)  # the migrated log grows
+    grown = SqliteStore(path).open_session("session_a").load(session.list_checkpoints()[-1])
+    assert len(grown.messages) == 7
+    assert grown.messages[:6] == session.load(session.list_checkpoints()[-2]).messages
+    with pytest.raises(CheckpointSaveError, match="already exists"):
+        session.save(chat.checkpoint(5).model_copy(update={"checkpoint_id": "another_id"}))
+    session.close()
+    store.close()
+
+
+_SESSION_A = "(SELECT id FROM cs_sessions WHERE session_id = 'session_a')"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        f"DELETE FROM cs_log_chunks WHERE session = {_SESSION_A} AND seq = 2",  # a checkpoint without chunk
+        f"DELETE FROM cs_checkpoints WHERE session = {_SESSION_A} AND seq = 2",  # a chunk without checkpoint
+        # steps that do not increase with the log: step 1 becomes 40 (its key follows, as the table checks)
+        f"UPDATE cs_checkpoints SET step_number = 40, key = key + 39 "
+        f"WHERE session = {_SESSION_A} AND seq = 1",
+    ],
+    ids=["chunk missing", "checkpoint missing", "steps out of order"],
+)
+def test_a_damaged_schema_2_database_is_refused_and_left_unchanged(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "checkpoints.db"
+    shutil.copy(SCHEMA2_FIXTURE / "checkpoints.db", path)
+    _rows(path, damage)
+    tables = "SELECT name FROM sqlite_master ORDER BY name"
+    before = (_rows(path, tables), _rows(path, "SELECT * FROM cs_checkpoints ORDER BY key"))
+    with pytest.raises(CheckpointError, match="schema 3 needs one log chunk per checkpoint") as info:
+        SqliteStore(path).list_sessions()
+    assert str(path) in str(info.value)
+    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 2
+    assert (_rows(path, tables), _rows(path, "SELECT * FROM cs_checkpoints ORDER BY key")) == before

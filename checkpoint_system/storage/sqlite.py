@@ -1,39 +1,42 @@
 """The SQLite store: many sessions in one database file (standard library ``sqlite3``, WAL mode).
 
-Tables (schema version 2, created and migrated by the library; see ``SCHEMA``)::
+Tables (schema version 3, created and migrated by the library; see ``SCHEMA``)::
 
     cs_schema_version(version, description, applied_at)       one row per applied migration
     cs_sessions(id, session_id, created_at)                   session ids and their integer keys
-    cs_log_chunks(key, session, seq, data)                    the session log, one chunk per checkpoint
-    cs_checkpoints(key, session, checkpoint_id, step_number, seq, context, record)
+    cs_checkpoints(key, session, seq, step_number, checkpoint_id, context, record, chunk)
     cs_documents(session, name, value, updated_at)            session_metadata.json, chat_history.json, ...
     cs_writers(session_id, token, host, pid, process_start, acquired_at)   the writer lease of a session
 
-(``session`` is the integer key of ``cs_sessions``: rows and indexes do not repeat long session ids.) The
-``key`` of a chunk is ``session * 2**32 + seq``, of a checkpoint ``session * 2**32 + step_number`` (checked by
-the table): the rowid itself orders and finds a session's rows, so a checkpoint's commit writes three
-B-trees (chunks, checkpoints, and the unique ``(checkpoint_id, session)`` index) instead of the six of
-schema 1, whose separate keys cost about 50 us of page writes per checkpoint. Schema 1 files are rebuilt
-when they are opened (``tests/fixtures/sqlite_schema1``).
+(``session`` is the integer key of ``cs_sessions``: rows and indexes do not repeat long session ids.) A
+checkpoint is one row: its record and its *log chunk*, exactly the bytes ``DeltaEncoder`` produced for it.
+Its log prefix is the concatenation of the chunks of rows ``0..seq``. The row's ``key`` is
+``session * 2**32 + seq`` (checked by the table), so the rowid itself orders a session's log and finds its
+rows. A commit writes two B-trees: the table, and the unique ``(checkpoint_id, session)`` index.
 
-A checkpoint is one record row plus one log chunk holding exactly the bytes ``DeltaEncoder`` produced for
-it, written in one transaction; its log prefix is the concatenation of chunks ``0..seq``.
+Step numbers increase with ``seq`` within a session, so a save checks only the row before it to refuse a
+step number that is taken (or earlier); the newest row holds the session's highest step.
+
+Schema history: schema 1 gave chunks and checkpoints separate keys (six B-trees per commit); schema 2 keyed
+them by one integer each (three B-trees: about 50 us less per checkpoint); schema 3 made them one row (two
+B-trees: about 20 us less per checkpoint inside a chat, and 0.04 ms less added time per message). Older files
+are rebuilt when they are opened (``tests/fixtures/sqlite_schema1``, ``tests/fixtures/sqlite_schema2``); a
+file whose chunks and checkpoints do not pair up (damaged) is refused and left unchanged.
 
 One writer per session: the first save takes the session's *lease* (a ``cs_writers`` row naming the
 process). Another writer gets ``SessionLockedError`` while the holder lives; a lease left by a process that
 died on this host is taken over; ``close()`` releases it. Every save checks, in its own write transaction,
 that it still holds the lease (the save's trigger inserts nothing unless the lease row names this writer's
-token), and the unique chunk and checkpoint keys (``(session, seq)`` and
-``(session, step_number)`` in one integer each) make a second writer's insert fail rather than interleave,
-so two writers can never corrupt a session's log.
+token), and the unique row key (``(session, seq)`` in one integer) makes a second writer's insert fail
+rather than interleave, so two writers can never corrupt a session's log.
 
 A checkpoint is one statement: an insert into ``cs_save``, a view of the connection's own (``TEMP``, never in
-the file; made at its first save, so readers never pay for it) whose trigger checks the lease, then inserts
-the chunk and the record. A single statement is its own transaction, so nothing is written unless all of it
-is; it spares a ``BEGIN IMMEDIATE`` and a ``COMMIT`` round trip per checkpoint (measured: 0.05-0.1 ms less
+the file; made at its first save, so readers never pay for it) whose trigger checks the lease and the step
+number, then inserts the row. A single statement is its own transaction, so nothing is written unless all of
+it is; it spares a ``BEGIN IMMEDIATE`` and a ``COMMIT`` round trip per checkpoint (measured: 0.05-0.1 ms less
 added time per message). The first save of a writer, which takes the lease and reads the log, runs the same
-insert inside ``BEGIN IMMEDIATE`` ... ``COMMIT``. Loading a checkpoint reads its record and then its chunks'
-bytes in ``seq`` order (a range of the chunk table's own key: no sort), in one read transaction.
+insert inside ``BEGIN IMMEDIATE`` ... ``COMMIT``. Loading a checkpoint reads its record and then the chunks
+of rows ``0..seq`` in order (a range of the table's own key: no sort), in one read transaction.
 """
 
 from __future__ import annotations
@@ -69,6 +72,12 @@ from .records import (
     reference,
 )
 from .wal_checkpointer import SAFETY_NET_PAGES, WalCheckpointer
+
+#: the error of a migration to schema 3 refused because the file's chunks and checkpoints do not pair up
+_UNPAIRED = (
+    "schema 3 needs one log chunk per checkpoint and step numbers that increase with the log; this file "
+    "has not (damaged or edited by hand) and was left unchanged"
+)
 
 SCHEMA: tuple[SchemaMigration, ...] = (
     SchemaMigration(
@@ -152,9 +161,44 @@ SCHEMA: tuple[SchemaMigration, ...] = (
             "CREATE UNIQUE INDEX cs_checkpoints_by_id ON cs_checkpoints (checkpoint_id, session)",
         ),
     ),
+    SchemaMigration(
+        3,
+        "a checkpoint's record and log chunk in one row: two B-trees written per checkpoint, not three",
+        (
+            # key = session * 2**32 + seq: the rowid orders a session's log, as the chunk table's did
+            """CREATE TABLE cs_checkpoints_3 (
+                key INTEGER PRIMARY KEY,
+                session INTEGER NOT NULL,
+                seq INTEGER NOT NULL CHECK (seq >= 0 AND seq < 4294967296),
+                step_number INTEGER NOT NULL CHECK (step_number >= 0 AND step_number < 4294967296),
+                checkpoint_id TEXT NOT NULL,
+                context TEXT NOT NULL,
+                record BLOB NOT NULL,
+                chunk BLOB NOT NULL,
+                CHECK (key = session * 4294967296 + seq)
+            )""",
+            """INSERT INTO cs_checkpoints_3
+                   (key, session, seq, step_number, checkpoint_id, context, record, chunk)
+               SELECT l.key, c.session, c.seq, c.step_number, c.checkpoint_id, c.context, c.record, l.data
+               FROM cs_checkpoints c JOIN cs_log_chunks l ON l.key = c.session * 4294967296 + c.seq""",
+            # refuse (roll back, change nothing) a file whose chunks and checkpoints do not pair up one to
+            # one, or whose step numbers do not increase with the log: only damage or hand edits do that
+            f"""CREATE TEMP TABLE cs_migration_3 (ok INTEGER CONSTRAINT "{_UNPAIRED}" CHECK (ok))""",
+            """INSERT INTO cs_migration_3 SELECT
+                   (SELECT count(*) FROM cs_log_chunks) = (SELECT count(*) FROM cs_checkpoints_3)
+                   AND (SELECT count(*) FROM cs_checkpoints) = (SELECT count(*) FROM cs_checkpoints_3)
+                   AND NOT EXISTS (SELECT 1 FROM cs_checkpoints_3 a JOIN cs_checkpoints_3 b
+                                   ON b.key = a.key + 1 WHERE b.step_number <= a.step_number)""",
+            "DROP TABLE temp.cs_migration_3",
+            "DROP TABLE cs_log_chunks",
+            "DROP TABLE cs_checkpoints",
+            "ALTER TABLE cs_checkpoints_3 RENAME TO cs_checkpoints",
+            "CREATE UNIQUE INDEX cs_checkpoints_by_id ON cs_checkpoints (checkpoint_id, session)",
+        ),
+    ),
 )
 SCHEMA_VERSION = SCHEMA[-1].version
-#: a session's rows in cs_log_chunks and cs_checkpoints have keys session * KEY_SPAN + (seq or step)
+#: a session's rows in cs_checkpoints have keys session * KEY_SPAN + seq
 KEY_SPAN = 1 << 32
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS cs_schema_version (
@@ -171,33 +215,36 @@ _PAGE_SIZE = 4096
 _KEY = "(SELECT id FROM cs_sessions WHERE session_id = ?)"
 #: the error message of a save whose writer no longer holds the session's lease
 _LEASE_LOST = "checkpoint_system: this writer no longer holds the session lease"
-#: one checkpoint's chunk and record, inserted only while the writer's token still holds the session's
-#: lease: a view and trigger of the connection (TEMP: nothing in the file, no schema version)
+#: the error message of a save whose step number is not above the one of the row before it
+_STEP_TAKEN = "checkpoint_system: step_number not above the latest of the session"
+#: one checkpoint's row, inserted only while the writer's token still holds the session's lease and when
+#: its step number is above the previous row's: a view and trigger of the connection (TEMP: nothing in the
+#: file, no schema version)
 _SAVE_VIEW = (
-    """CREATE TEMP VIEW IF NOT EXISTS cs_save AS SELECT NULL AS session_id, NULL AS token, NULL AS session,
-    NULL AS chunk_key, NULL AS seq, NULL AS data,
-    NULL AS checkpoint_key, NULL AS checkpoint_id, NULL AS step_number, NULL AS context, NULL AS record""",
+    """CREATE TEMP VIEW IF NOT EXISTS cs_save AS SELECT NULL AS session_id, NULL AS token, NULL AS key,
+    NULL AS session, NULL AS seq, NULL AS step_number, NULL AS checkpoint_id, NULL AS context, NULL AS record,
+    NULL AS chunk""",
     f"""CREATE TEMP TRIGGER IF NOT EXISTS cs_save_insert INSTEAD OF INSERT ON cs_save BEGIN
     SELECT RAISE(ABORT, '{_LEASE_LOST}') WHERE NOT EXISTS (
         SELECT 1 FROM cs_writers WHERE session_id = NEW.session_id AND token = NEW.token);
-    INSERT INTO cs_log_chunks (key, session, seq, data)
-    VALUES (NEW.chunk_key, NEW.session, NEW.seq, NEW.data);
-    INSERT INTO cs_checkpoints (key, session, checkpoint_id, step_number, seq, context, record)
-    VALUES (NEW.checkpoint_key, NEW.session, NEW.checkpoint_id, NEW.step_number, NEW.seq, NEW.context,
-            NEW.record);
+    SELECT RAISE(ABORT, '{_STEP_TAKEN}') WHERE NEW.step_number <= (
+        SELECT step_number FROM cs_checkpoints WHERE key = NEW.key - 1);
+    INSERT INTO cs_checkpoints (key, session, seq, step_number, checkpoint_id, context, record, chunk)
+    VALUES (NEW.key, NEW.session, NEW.seq, NEW.step_number, NEW.checkpoint_id, NEW.context, NEW.record,
+            NEW.chunk);
 END""",
 )
-_SAVE = "INSERT INTO cs_save VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_SAVE = "INSERT INTO cs_save VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _LOAD_RECORD = f"SELECT seq, record, session FROM cs_checkpoints WHERE checkpoint_id = ? AND session = {_KEY}"
 #: the bytes of chunks 0..seq in order (a range of the table's own key: no sort, no second index)
-_LOAD_CHUNKS = "SELECT data FROM cs_log_chunks WHERE key BETWEEN ? AND ? ORDER BY key"
-_CHUNK_SEQS = "SELECT seq FROM cs_log_chunks WHERE key BETWEEN ? AND ? ORDER BY key"
-#: the rows of one session (its id as the parameter, twice) in cs_checkpoints or cs_log_chunks
+_LOAD_CHUNKS = "SELECT chunk FROM cs_checkpoints WHERE key BETWEEN ? AND ? ORDER BY key"
+_CHUNK_SEQS = "SELECT seq FROM cs_checkpoints WHERE key BETWEEN ? AND ? ORDER BY key"
+#: the rows of one session (its id as the parameter, twice) in cs_checkpoints
 _SESSION_ROWS = f"key BETWEEN {_KEY} * {KEY_SPAN} AND {_KEY} * {KEY_SPAN} + {KEY_SPAN - 1}"
 
 
 def _session_keys(session: int) -> tuple[int, int]:
-    """The first and last ``key`` a session's rows can have in cs_checkpoints and cs_log_chunks."""
+    """The first and last ``key`` a session's rows can have in cs_checkpoints."""
     return session * KEY_SPAN, session * KEY_SPAN + KEY_SPAN - 1
 
 
@@ -391,8 +438,7 @@ class SqliteStore:
             )
             if not found:
                 raise CheckpointNotFoundError(f"no session {session_id!r}", path=where)
-            for table in ("cs_checkpoints", "cs_log_chunks"):
-                conn.execute(f"DELETE FROM {table} WHERE key BETWEEN ? AND ?", _session_keys(row[0]))
+            conn.execute("DELETE FROM cs_checkpoints WHERE key BETWEEN ? AND ?", _session_keys(row[0]))
             conn.execute("DELETE FROM cs_documents WHERE session = ?", (row[0],))
             conn.execute("DELETE FROM cs_sessions WHERE id = ?", (row[0],))
             conn.execute("DELETE FROM cs_writers WHERE session_id = ?", (session_id,))
@@ -540,17 +586,21 @@ class SqliteSessionStore:
             self._key = self._session_key(conn)
             rows_of_session = _session_keys(self._key)
             rows = conn.execute(
-                "SELECT seq, data FROM cs_log_chunks WHERE key BETWEEN ? AND ? ORDER BY key", rows_of_session
+                "SELECT seq, chunk FROM cs_checkpoints WHERE key BETWEEN ? AND ? ORDER BY key",
+                rows_of_session,
             ).fetchall()
             latest = conn.execute(
-                "SELECT record FROM cs_checkpoints WHERE key BETWEEN ? AND ? ORDER BY seq DESC LIMIT 1",
+                "SELECT record FROM cs_checkpoints WHERE key BETWEEN ? AND ? ORDER BY key DESC LIMIT 1",
                 rows_of_session,
             ).fetchone()
             self._log = ChunkedLog.rebuild(rows, latest[0] if latest else None, where=self._where)
         return self._log
 
     def save(self, data: CheckpointData, *, trusted_prefix: bool = False) -> str:
-        """Store one checkpoint (its log chunk and record in one transaction); returns its id."""
+        """Store one checkpoint (its log chunk and record, one row); returns its id.
+
+        Its step number must be above the session's latest (every ``CheckpointManager`` counts up).
+        """
         where = reference(self.store.url, self._session_id, data.checkpoint_id)
         if not 0 <= data.step_number < KEY_SPAN:
             raise CheckpointSaveError(
@@ -569,7 +619,7 @@ class SqliteSessionStore:
         return data.checkpoint_id
 
     def _write(self, data: CheckpointData, where: str, trusted: bool) -> tuple[ChunkedLog, PreparedSave]:
-        """One save: the lease-checked insert of its chunk and record.
+        """One save: the lease-checked insert of its row (chunk and record).
 
         While this writer holds the lease and knows the log, the insert alone is the transaction; the first
         save takes the lease and reads the log in the same transaction as its insert.
@@ -605,21 +655,19 @@ class SqliteSessionStore:
 
     def _insert(self, conn: sqlite3.Connection, data: CheckpointData, prepared: PreparedSave) -> None:
         assert self._key is not None
-        first_key = self._key * KEY_SPAN
         conn.execute(
             _SAVE,
             (
                 self._session_id,
                 self._token,
+                self._key * KEY_SPAN + prepared.seq,
                 self._key,
-                first_key + prepared.seq,
                 prepared.seq,
-                prepared.chunk,
-                first_key + data.step_number,
-                data.checkpoint_id,
                 data.step_number,
+                data.checkpoint_id,
                 data.context,
                 prepared.record_bytes,
+                prepared.chunk,
             ),
         )
 
@@ -737,8 +785,11 @@ def _log_prefix(chunks: list[bytes], seqs: list[int] | None, last_seq: int, *, w
 
 def _integrity_problem(exc: Exception) -> str:
     text = str(exc)
-    if "step_number" in text or "cs_checkpoints.key" in text:
-        return f"a checkpoint with this step number already exists in the session ({text})"
+    if _STEP_TAKEN in text:
+        return (
+            "a checkpoint with this step number already exists in the session, or a later one does: step "
+            "numbers increase within a session"
+        )
     if "checkpoint_id" in text:
         return f"a checkpoint with this id already exists; refusing to overwrite ({text})"
     return f"another writer added to this session's log; nothing was written ({text})"
