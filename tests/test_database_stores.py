@@ -4,10 +4,10 @@ SQLite: a save is one insert whose trigger checks the writer lease (a lost lease
 ``SessionLockedError``) and the step number (above the session's latest), then inserts one row holding the
 record and the log chunk (a refused save leaves nothing behind), a failed first save does not leave the
 writer believing it holds the lease that was rolled back with it, opening an up-to-date file takes no write
-lock, a background thread folds the WAL into the database, and files of schema 1 and 2 are migrated (a
-damaged one is refused and left as it was). PostgreSQL: the checkpoint
-insert runs through libpq directly, so its failures (a lost connection, a value the server rejects) must
-still come back as ``CheckpointSaveError`` and leave the session usable.
+lock, several stores opening a new file at once all get it in WAL mode, a background thread folds the WAL
+into the database, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was).
+PostgreSQL: the checkpoint insert runs through libpq directly, so its failures (a lost connection, a value
+the server rejects) must still come back as ``CheckpointSaveError`` and leave the session usable.
 """
 
 from __future__ import annotations
@@ -164,6 +164,34 @@ def test_sqlite_opening_an_up_to_date_file_takes_no_write_lock(tmp_path: Path) -
     assert not thread.is_alive(), "opening the store waited for the write lock"
     assert len(loaded) == 1
     writer.close()
+
+
+def test_sqlite_new_file_opened_by_several_stores_at_once(tmp_path: Path) -> None:
+    """Connections switching a new file to WAL at once can deadlock; SQLite refuses one, which retries."""
+    for attempt in range(60):  # the race is narrow: before the fix about 1 round in 50 failed
+        path = tmp_path / f"new_{attempt}.db"
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def open_store(
+            path: Path = path, start: threading.Barrier = start, errors: list[BaseException] = errors
+        ) -> None:
+            store = SqliteStore(path)
+            start.wait()
+            try:
+                assert store.list_sessions() == []
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            finally:
+                store.close()
+
+        threads = [threading.Thread(target=open_store) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert errors == [], f"round {attempt}: {errors[0]!r}"
+        assert _rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_sqlite_wal_is_folded_in_by_a_background_thread(tmp_path: Path) -> None:

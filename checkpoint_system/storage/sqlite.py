@@ -47,6 +47,7 @@ import secrets
 import socket
 import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,23 @@ def _session_keys(session: int) -> tuple[int, int]:
     return session * KEY_SPAN, session * KEY_SPAN + KEY_SPAN - 1
 
 
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    """Put the file in WAL mode (a no-op once it is), waiting up to the busy timeout for other connections.
+
+    Connections that switch a new file at the same moment can deadlock on its lock, and SQLite then refuses
+    one at once ("database is locked") instead of calling its busy handler: that one tries again.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -334,12 +352,15 @@ class SqliteStore:
                     raise CheckpointError(f"cannot open the SQLite store: {exc}", path=self._url) from exc
                 try:
                     conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # only takes effect in a new file
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    _enable_wal(conn)
                     conn.execute("PRAGMA synchronous=NORMAL")
                     # the WAL is folded into the file by a background thread (``wal_checkpointer``); the
                     # connection's own checkpoint, inside a commit, is only the safety net
                     conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
                     self._migrate(conn)
+                except sqlite3.Error as exc:
+                    conn.close()
+                    raise CheckpointError(f"cannot open the SQLite store: {exc}", path=self._url) from exc
                 except BaseException:
                     conn.close()
                     raise
