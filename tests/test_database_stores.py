@@ -285,34 +285,46 @@ def test_postgres_rejected_value_is_a_save_error_and_the_session_stays_usable(
 SCHEMA1_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema1"
 
 
-def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
-    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint)."""
+def _open_migrated(fixture: Path, version: int, tmp_path: Path) -> tuple[Path, SqliteStore, dict[str, Any]]:
+    """A copy of ``fixture`` (a database of schema ``version``) opened with the current code.
+
+    Checks that it was migrated to the latest schema and that every checkpoint loads as ``expected.json``.
+    """
     path = tmp_path / "checkpoints.db"
-    shutil.copy(SCHEMA1_FIXTURE / "checkpoints.db", path)
-    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 1
-    expected = orjson.loads((SCHEMA1_FIXTURE / "expected.json").read_bytes())
+    shutil.copy(fixture / "checkpoints.db", path)
+    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == version
+    expected: dict[str, Any] = orjson.loads((fixture / "expected.json").read_bytes())
     store = SqliteStore(path)
     assert store.schema_version() == SCHEMA_VERSION == 3
     assert store.list_sessions() == ["session_a", "session_b"]
     for reference, dumped in expected.items():
         session_id, checkpoint_id = reference.split("/")
-        loaded = store.open_session(session_id).load(checkpoint_id)
-        assert loaded.model_dump(mode="json") == dumped
+        assert store.open_session(session_id).load(checkpoint_id).model_dump(mode="json") == dumped
+    return path, store, expected
+
+
+def _grow_session_a(path: Path, session: SqliteSessionStore) -> Chat:
+    """Save step 6 of the fixtures' chat into the migrated ``session_a`` (steps 0-5) and check the result."""
+    chat = Chat()
+    for step in range(7):
+        chat.say(step)
+    session.save(chat.checkpoint(6), trusted_prefix=True)  # the migrated log grows
+    grown = SqliteStore(path).open_session("session_a").load(session.list_checkpoints()[-1])
+    assert len(grown.messages) == 7
+    assert grown.messages[:6] == session.load(session.list_checkpoints()[-2]).messages
+    return chat
+
+
+def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
+    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint)."""
+    path, store, expected = _open_migrated(SCHEMA1_FIXTURE, 1, tmp_path)
     session = store.open_session("session_a")
     assert session.list_checkpoints() == sorted(
         (r.split("/")[1] for r in expected if r.startswith("session_a/")), key=lambda c: int(c.split("_")[1])
     )
     assert session.next_step_number() == 6
     assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
-    chat = Chat()
-    for step in range(7):
-        chat.say(step)
-    session.save(chat.checkpoint(6), trusted_prefix=True)  # the migrated log grows
-    grown = SqliteStore(path).open_session("session_a").load(session.list_checkpoints()[-1])
-    assert (
-        len(grown.messages) == 7
-        and grown.messages[:6] == session.load(session.list_checkpoints()[-2]).messages
-    )
+    chat = _grow_session_a(path, session)
     with pytest.raises(CheckpointSaveError, match="step number already exists"):
         session.save(chat.checkpoint(6).model_copy(update={"checkpoint_id": "another_id"}))
     session.close()
@@ -328,31 +340,16 @@ SCHEMA2_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema2"
 
 
 def test_a_schema_2_database_is_migrated_to_one_row_per_checkpoint(tmp_path: Path) -> None:
-    path = tmp_path / "checkpoints.db"
-    shutil.copy(SCHEMA2_FIXTURE / "checkpoints.db", path)
-    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 2
-    expected = orjson.loads((SCHEMA2_FIXTURE / "expected.json").read_bytes())
-    store = SqliteStore(path)
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    path, store, expected = _open_migrated(SCHEMA2_FIXTURE, 2, tmp_path)
     tables = {name for (name,) in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "cs_log_chunks" not in tables and _stored_rows(path) == len(expected) == 9
-    assert store.list_sessions() == ["session_a", "session_b"]
-    for reference, dumped in expected.items():
-        session_id, checkpoint_id = reference.split("/")
-        assert store.open_session(session_id).load(checkpoint_id).model_dump(mode="json") == dumped
     with pytest.raises(CheckpointError, match="2 sessions hold"):  # both sessions made the same ids
         store.find_checkpoint(list(expected)[-1].split("/")[1])
     session = store.open_session("session_a")
     assert session.list_checkpoints() == [r.split("/")[1] for r in expected if r.startswith("session_a/")]
     assert session.next_step_number() == 6
     assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
-    chat = Chat()
-    for step in range(7):
-        chat.say(step)
-    session.save(chat.checkpoint(6), trusted_prefix=True)  # the migrated log grows
-    grown = SqliteStore(path).open_session("session_a").load(session.list_checkpoints()[-1])
-    assert len(grown.messages) == 7
-    assert grown.messages[:6] == session.load(session.list_checkpoints()[-2]).messages
+    chat = _grow_session_a(path, session)
     with pytest.raises(CheckpointSaveError, match="already exists"):
         session.save(chat.checkpoint(5).model_copy(update={"checkpoint_id": "another_id"}))
     session.close()

@@ -19,9 +19,10 @@ step number that is taken (or earlier); the newest row holds the session's highe
 
 Schema history: schema 1 gave chunks and checkpoints separate keys (six B-trees per commit); schema 2 keyed
 them by one integer each (three B-trees: about 50 us less per checkpoint); schema 3 made them one row (two
-B-trees: about 20 us less per checkpoint inside a chat, and 0.04 ms less added time per message). Older files
-are rebuilt when they are opened (``tests/fixtures/sqlite_schema1``, ``tests/fixtures/sqlite_schema2``); a
-file whose chunks and checkpoints do not pair up (damaged) is refused and left unchanged.
+B-trees: 12-19 us less per checkpoint inside a chat, and about 0.02 ms less added time per message).
+Older files are rebuilt when they are opened (``tests/fixtures/sqlite_schema1``,
+``tests/fixtures/sqlite_schema2``); a file whose chunks and checkpoints do not pair up (damaged) is refused
+and left unchanged.
 
 One writer per session: the first save takes the session's *lease* (a ``cs_writers`` row naming the
 process). Another writer gets ``SessionLockedError`` while the holder lives; a lease left by a process that
