@@ -7,6 +7,8 @@ One process runs, side by side and interleaved, the same deterministic AG2 group
 round-robin speakers; ``max_round = M``; the message count is asserted) under these configurations:
 
 * ``baseline``           plain ``autogen.GroupChatManager``;
+* ``control``            the plain manager plus ``--control-us`` of constant CPU-only work where ours takes
+                         its checkpoint: the flatness verdict's reference (its cost cannot grow);
 * ``ours``               ``CheckpointingGroupChatManager`` + ``CheckpointManager(<dir>)`` (file store,
                          durability "crash");  ``ours-fsync``: the same with ``durability="fsync"``;
 * ``ours-sqlite``        ``CheckpointManager("sqlite:///<tmp>/x.db", session_id="s")`` (if
@@ -25,13 +27,14 @@ round-robin speakers; ``max_round = M``; the message count is asserted) under th
 Per-message time: a hook timestamps every message as it is appended (``GroupChat.append`` for AG2, the node's
 start for LangGraph); the interval between two holds one full round, including the previous message's
 checkpoint. Added time = per-index (config - its baseline) after the per-index median over ``--repeats``
-runs. Bytes on disk are the apparent size (what the targets use); ``du`` (allocated blocks) is shown too.
+runs (``--flat-repeats`` for the rows whose flatness is judged, their baseline and the control). Bytes on disk
+are the apparent size (what the targets use); ``du`` (allocated blocks) is shown too.
 Loads: median of ``--loads`` loads of the first, middle and last checkpoint into a ``CheckpointData``
 (LangGraph: ``graph.get_state``). Restore: ``CheckpointRestorer(agent_factory=...).restore(<last>)``,
 median of ``--restores``. Everything is printed as a table per message count, summarised against the
 targets, written to JSON, and plotted to a PNG.
 
-    python benchmarks/bench_checkpointing.py                     # the default run (~3-5 min on 2 cores)
+    python benchmarks/bench_checkpointing.py                     # the default run (~6-7 min on 2 cores)
     python benchmarks/bench_checkpointing.py --postgres-url auto # + PostgreSQL (throwaway local server)
     python benchmarks/bench_checkpointing.py --quick             # 200 messages, 1 repeat: a smoke test
 """
@@ -90,6 +93,8 @@ TARGET_AT_MESSAGES = 1000
 # (absolute ms, or relative) before it counts as growth -- the machine's noise floor.
 FLAT_TOLERANCE_MS = 0.05
 FLAT_TOLERANCE_REL = 0.20
+# The configurations whose flatness is a target, their baseline and the control: run --flat-repeats times.
+FLATNESS_CONFIGS = ("baseline", "control", "ours", "ours-sqlite")
 WINDOW = 200
 UNLIMITED_AUTO_REPLY = 10**9  # AG2's default max_consecutive_auto_reply (100) would end the chat early
 
@@ -97,7 +102,7 @@ UNLIMITED_AUTO_REPLY = 10**9  # AG2's default max_consecutive_auto_reply (100) w
 @dataclass(frozen=True)
 class Config:
     name: str
-    kind: str  # baseline | ours | naive | langgraph | langgraph-base
+    kind: str  # baseline | control | ours | naive | langgraph | langgraph-base
     backend: str | None = None
     durability: Durability = "crash"
     variant: str | None = None
@@ -111,6 +116,7 @@ CONFIGS: dict[str, Config] = {
     c.name: c
     for c in (
         Config("baseline", "baseline"),
+        Config("control", "control"),
         Config("ours", "ours", "file"),
         Config("ours-fsync", "ours", "file", "fsync"),
         Config("ours-sqlite", "ours", "sqlite"),
@@ -126,6 +132,7 @@ CONFIGS: dict[str, Config] = {
 }
 DEFAULT_CONFIGS = (
     "baseline",
+    "control",
     "ours",
     "ours-fsync",
     "ours-sqlite",
@@ -136,6 +143,7 @@ DEFAULT_CONFIGS = (
     "lg-delta",
 )
 ROW_ORDER = (
+    "control",
     "ours",
     "ours-fsync",
     "ours-sqlite",
@@ -209,6 +217,34 @@ def broadcast_ends_with(manager: GroupChatManager, recipient: Any) -> bool:
     speaker = manager._last_speaker
     targets = [agent for agent in manager.groupchat.agents if agent is not speaker]
     return bool(targets) and recipient is targets[-1]
+
+
+def spin(seconds: float) -> None:
+    """Wait ``seconds`` on the CPU, touching no memory beyond a few locals."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+class ConstantWorkManager(GroupChatManager):
+    """A plain manager that runs ``work`` where ``CheckpointingGroupChatManager`` takes its checkpoint.
+
+    That point is the end of the broadcast of each group chat message (its last recipient), as in
+    ``NaiveSnapshotManager``. With ``work`` a constant CPU-only wait this is the ``control`` configuration:
+    work whose own cost cannot grow with the conversation, so whatever growth its added time shows belongs to
+    the harness and the machine (see ``summarize``).
+    """
+
+    def __init__(self, work: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.work = work
+
+    def send(
+        self, message: Any, recipient: Any, request_reply: bool | None = None, silent: bool | None = False
+    ) -> None:
+        super().send(message, recipient, request_reply, silent)
+        if broadcast_ends_with(self, recipient):
+            self.work()
 
 
 class NaiveSnapshotManager(GroupChatManager):
@@ -462,13 +498,21 @@ class Bench:
             return _backends.PostgresBackend(workdir, config.durability, self.postgres_url)
         raise ValueError(config.backend)
 
-    def run(self, name: str, n_messages: int, *, curve: bool = False, profiler: Any = None) -> dict[str, Any]:
+    def run(
+        self,
+        name: str,
+        n_messages: int,
+        *,
+        curve: bool = False,
+        loads: bool = True,
+        profiler: Any = None,
+    ) -> dict[str, Any]:
         config = CONFIGS[name]
         workdir = Path(tempfile.mkdtemp(prefix=f"{name}_", dir=self.base))
         try:
             if config.kind in ("langgraph", "langgraph-base"):
                 return self._run_langgraph(config, n_messages, workdir, curve)
-            return self._run_ag2(config, n_messages, workdir, curve, profiler)
+            return self._run_ag2(config, n_messages, workdir, curve, loads, profiler)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -491,8 +535,10 @@ class Bench:
         return result
 
     def _run_ag2(
-        self, config: Config, n_messages: int, workdir: Path, curve: bool, profiler: Any
+        self, config: Config, n_messages: int, workdir: Path, curve: bool, loads: bool, profiler: Any
     ) -> dict[str, Any]:
+        """One chat under ``config``: its timings, and (for ours and naive) its bytes on disk; load and
+        restore times too when ``loads`` (the extra flatness repeats skip them)."""
         args = self.args
         agents = make_agents(args.agents, self.replies)
         groupchat = build_groupchat(agents, n_messages)
@@ -504,6 +550,9 @@ class Bench:
         try:
             if config.kind == "baseline":
                 manager: GroupChatManager = GroupChatManager(**_manager_kwargs(groupchat))
+            elif config.kind == "control":
+                work = functools.partial(spin, args.control_us / 1e6)
+                manager = ConstantWorkManager(work, **_manager_kwargs(groupchat))
             elif config.kind == "ours":
                 backend = self.backend(config, workdir)
                 cm = backend.manager()
@@ -524,7 +573,7 @@ class Bench:
                 "raw_text_bytes": _raw_bytes(groupchat.messages),
                 "fingerprint": hash(tuple(m.get("content") for m in groupchat.messages)),
             }
-            if config.kind == "baseline":
+            if config.kind in ("baseline", "control"):
                 return result
             if config.kind == "naive":
                 result["bytes"], result["bytes_allocated"], result["bytes_by_file"] = _backends.dir_bytes(
@@ -545,6 +594,8 @@ class Bench:
             result["bytes"], result["bytes_allocated"], result["bytes_by_file"] = backend.size()
             result["size_curve"] = [*timing["curve"], (n_messages, result["bytes"])] if curve else []
             result["checkpoints"] = len(references)
+            if not loads:
+                return result
             load = backend.loader()
             chosen = _first_mid_last(references)
             result["load_ms"] = [_median_ms(functools.partial(load, *c), args.loads) for c in chosen]
@@ -682,7 +733,19 @@ def _flat(first: float, last: float) -> bool:
     return last <= max(first + FLAT_TOLERANCE_MS, first * (1 + FLAT_TOLERANCE_REL))
 
 
+def _base_series(runs: list[dict[str, Any]], count: int) -> list[float]:
+    """The baseline's per-index median over its first ``count`` runs: those of the same repeats."""
+    return per_index_median([r["per_message_ms"] for r in runs[: max(1, count)]])
+
+
 def summarize(n_messages: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Medians over the runs of each configuration, the added time against its baseline, and the verdicts.
+
+    A configuration is compared with its baseline's runs of the same repeats (configurations with fewer
+    repeats pair with the first ones). Flatness of ``ours*`` rows is judged net of the ``control`` row's
+    growth when it ran: constant work shows some growth of its own on these machines (AG2's history walk
+    slows down when anything runs between two messages), and that part is not the checkpoint's cost.
+    """
     raw = runs["baseline"][0]["raw_text_bytes"]
     own_series = {
         name: per_index_median([r["per_message_ms"] for r in rs])
@@ -704,15 +767,15 @@ def summarize(n_messages: int, runs: dict[str, list[dict[str, Any]]]) -> dict[st
         if config.kind in ("baseline", "langgraph-base") or not config_runs:
             continue
         base_name = config.baseline
-        base = own_series[base_name]
-        window = min(WINDOW, len(base))
         row: dict[str, Any] = {"runs": len(config_runs), "baseline": base_name}
         if config_runs[0].get("sampled"):
+            base = own_series[base_name]
             sample = config_runs[0]
             added = sample["added_per_message_ms"]
             own = [a + b for a, b in zip(added, base, strict=True)]
             row.update(sampled=True, samples=sample["samples"], total_added_per_message_ms=None)
         else:
+            base = _base_series(runs[base_name], len(config_runs))
             own = own_series[name]
             added = [a - b for a, b in zip(own, base, strict=True)]
             paired = [
@@ -721,16 +784,26 @@ def summarize(n_messages: int, runs: dict[str, list[dict[str, Any]]]) -> dict[st
             ]
             row["total_added_per_message_ms"] = statistics.median(paired)
             row["total_ms"] = statistics.median(r["total_ms"] for r in config_runs)
-        loads = [statistics.median(col) for col in zip(*(r["load_ms"] for r in config_runs), strict=True)]
-        nbytes = statistics.median(r["bytes"] for r in config_runs)
-        allocated = [r["bytes_allocated"] for r in config_runs if r.get("bytes_allocated") is not None]
+        window = min(WINDOW, len(base))
+        first, last = statistics.fmean(added[:window]), statistics.fmean(added[-window:])
         row.update(
             added_per_message_ms=_stats(added),
             added_series_ms=added,
             per_message_ms=_stats(own),
-            added_first_window_ms=statistics.fmean(added[:window]),
-            added_last_window_ms=statistics.fmean(added[-window:]),
+            added_first_window_ms=first,
+            added_last_window_ms=last,
+            growth_ms=last - first,
             window=window,
+        )
+        if config.kind == "control":
+            row["verdict"] = {"flat": _flat(first, last)}
+            rows[name] = row
+            continue
+        measured = [r for r in config_runs if "load_ms" in r]
+        loads = [statistics.median(col) for col in zip(*(r["load_ms"] for r in measured), strict=True)]
+        nbytes = statistics.median(r["bytes"] for r in config_runs)
+        allocated = [r["bytes_allocated"] for r in config_runs if r.get("bytes_allocated") is not None]
+        row.update(
             bytes=int(nbytes),
             bytes_allocated=int(statistics.median(allocated)) if allocated else None,
             bytes_ratio=nbytes / raw,
@@ -756,13 +829,20 @@ def summarize(n_messages: int, runs: dict[str, list[dict[str, Any]]]) -> dict[st
             row["sqlite_settings"] = config_runs[0]["sqlite_settings"]
         row["verdict"] = {
             "added": row["added_per_message_ms"]["mean"] < TARGET_ADDED_MS,
-            "flat": _flat(row["added_first_window_ms"], row["added_last_window_ms"]),
+            "flat": _flat(first, last),
             "bytes": row["bytes_ratio"] < TARGET_BYTES_RATIO,
             "load": bool(loads) and max(loads) < TARGET_LOAD_MS,
         }
         if "restore_ms" in row:
             row["verdict"]["restore"] = row["restore_ms"] < TARGET_RESTORE_MS
         rows[name] = row
+    control = rows.get("control")
+    if control is not None:
+        for name, row in rows.items():
+            if CONFIGS[name].kind == "ours":
+                net = row["added_last_window_ms"] - control["growth_ms"]
+                row["net_growth_ms"] = net - row["added_first_window_ms"]
+                row["verdict"]["flat"] = _flat(row["added_first_window_ms"], net)
     return {"messages": n_messages, "raw_text_bytes": raw, "rows": rows, "baselines": baselines}
 
 
@@ -792,9 +872,14 @@ def table_lines(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
     n = summary["messages"]
     rows = summary["rows"]
     raw = summary["raw_text_bytes"]
+    counts: dict[int, list[str]] = {}
+    for name in (*summary["baselines"], *ROW_ORDER):
+        if name in rows or name in summary["baselines"]:
+            counts.setdefault((rows.get(name) or summary["baselines"][name])["runs"], []).append(name)
+    runs_text = "; ".join(f"{k} of {', '.join(names)}" for k, names in sorted(counts.items(), reverse=True))
     lines = [
-        f"== {n} messages x ~{args.message_bytes} B, {args.agents} agents, round robin; medians over "
-        f"{rows['baseline']['runs']} run(s); raw message text {raw / 1024:,.0f} KiB =="
+        f"== {n} messages x ~{args.message_bytes} B, {args.agents} agents, round robin; raw message text "
+        f"{raw / 1024:,.0f} KiB; medians over runs: {runs_text} =="
     ]
     for name, base in summary["baselines"].items():
         what = "plain GroupChatManager" if name == "baseline" else "same graph, no checkpointer"
@@ -811,20 +896,23 @@ def table_lines(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
             continue
         a = row["added_per_message_ms"]
         tot = row.get("total_added_per_message_ms")
-        loads = row["load_ms"]
+        loads = row.get("load_ms") or {}
         du = row["bytes_allocated"] / raw if row.get("bytes_allocated") is not None else None
         v = row["verdict"]
         restore = row.get("restore_ms")
-        load_text = "/".join(f"{loads[k]:.1f}" for k in ("first", "middle", "last") if k in loads)
+        load_text = "/".join(f"{loads[k]:.1f}" for k in ("first", "middle", "last") if k in loads) or "-"
+        stored = "bytes" in row
         label = name + ("~" if row.get("sampled") else "")
         lines.append(
             f"{label:<18} {a['mean']:>17.3f} {a['p50']:>7.3f} {a['p99']:>7.2f} "
             f"{(f'{tot:.3f}' if tot is not None else '-'):>7} "
             f"{row['added_first_window_ms']:>7.3f}|{row['added_last_window_ms']:<7.3f} "
-            f"{_size(row['bytes']):>7} {_ratio(row['bytes_ratio']):>7} {(_ratio(du) if du else '-'):>7} "
+            f"{(_size(row['bytes']) if stored else '-'):>7} "
+            f"{(_ratio(row['bytes_ratio']) if stored else '-'):>7} "
+            f"{(_ratio(du) if du else '-'):>7} "
             f"{load_text:>18} {(f'{restore:.1f}' if restore is not None else '-'):>8}  "
-            f"{_mark(v['added']):>6} {_mark(v['flat']):>4} {_mark(v['bytes']):>4} {_mark(v['load']):>5} "
-            f"{_mark(v.get('restore')):>5}"
+            f"{_mark(v.get('added')):>6} {_mark(v['flat']):>4} {_mark(v.get('bytes')):>4} "
+            f"{_mark(v.get('load')):>5} {_mark(v.get('restore')):>5}"
         )
     kinds = (rows.get("ours") or {}).get("bytes_by_file")
     if kinds:
@@ -843,6 +931,18 @@ def table_lines(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
         lines.append(
             "own time in the checkpoint call per message (snapshot + save), ms mean (first|last 200): "
             + ", ".join(hooks)
+        )
+    control = rows.get("control")
+    if control is not None and n >= 2 * WINDOW:  # shorter runs have one window: nothing to compare
+        nets = [
+            f"{name} {row['growth_ms']:+.3f} - {control['growth_ms']:+.3f} = {row['net_growth_ms']:+.3f} "
+            f"{_mark(row['verdict']['flat'])}"
+            for name in ROW_ORDER
+            if "net_growth_ms" in (row := rows.get(name) or {})
+        ]
+        lines.append(
+            f"flatness, last - first {WINDOW} messages net of the control's ({args.control_us:g} us of "
+            f"CPU-only work per message, which cannot grow): " + ", ".join(nets)
         )
     extras = []
     for name in ROW_ORDER:
@@ -879,7 +979,10 @@ relations of a fresh database; LangGraph: its db after close); ratio = disk / ra
 allocated blocks / raw text; load = median ms to load the first/middle/last checkpoint into a CheckpointData
 (LangGraph: graph.get_state on a new connection; its first checkpoint is the empty input); restore = median
 ms of CheckpointRestorer(agent_factory=...).restore(last checkpoint), ready to continue. lg-* rows compare
-with lg-*-base (the same graph without a checkpointer); all other rows with baseline."""
+with lg-*-base (the same graph without a checkpointer); all other rows with baseline, run for run. control =
+a plain manager plus a constant CPU-only wait where ours checkpoints: its added time cannot grow with the
+conversation, so its last - first growth is the harness's; flat (ours*) = last 200 minus that growth is at
+most first 200 + 0.05 ms (or + 20%)."""
 
 
 def verdict_lines(summaries: list[dict[str, Any]]) -> list[str]:
@@ -901,6 +1004,12 @@ def verdict_lines(summaries: list[dict[str, Any]]) -> list[str]:
             continue
         v = row["verdict"]
         at_big = row["added_per_message_ms"]["mean"]
+        control = ""
+        if "net_growth_ms" in row:
+            control = (
+                f" ({row['growth_ms']:+.3f}; control {rows['control']['growth_ms']:+.3f}, "
+                f"net {row['net_growth_ms']:+.3f})"
+            )
         cross = ""
         if small is not None and name in small["rows"]:
             at_small = small["rows"][name]["added_per_message_ms"]["mean"]
@@ -909,7 +1018,7 @@ def verdict_lines(summaries: list[dict[str, Any]]) -> list[str]:
         restore = row.get("restore_ms")
         lines.append(
             f"  {name:<18} added {at_big:.3f} ms {_mark(v['added'])}; flat: last {WINDOW} "
-            f"{row['added_last_window_ms']:.3f} vs first {row['added_first_window_ms']:.3f}{cross} "
+            f"{row['added_last_window_ms']:.3f} vs first {row['added_first_window_ms']:.3f}{control}{cross} "
             f"{_mark(v['flat'])}; bytes {row['bytes_ratio']:.2f}x {_mark(v['bytes'])}; "
             f"max load {worst:.1f} ms "
             f"{_mark(v['load'])}; restore "
@@ -967,6 +1076,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=9,
         help="runs per configuration (medians reported; default 9: one run's mean added time on this VM "
         "ranges over about +-0.15 ms, and with 3 runs its drift alone moved a 200-message window by 0.1 ms)",
+    )
+    parser.add_argument(
+        "--flat-repeats",
+        type=int,
+        default=24,
+        help=f"runs of {', '.join(FLATNESS_CONFIGS)} (default 24; at least --repeats): the flatness verdict "
+        "compares two 200-message windows, which move by about 0.1 ms between runs on this VM; load and "
+        "restore times are measured in the first --repeats runs only",
+    )
+    parser.add_argument(
+        "--control-us",
+        type=float,
+        default=300.0,
+        help="the control's constant CPU-only work per message, us (default 300: about our own call)",
     )
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--message-bytes", type=int, default=1024)
@@ -1043,7 +1166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke test: --messages 200 --repeats 1")
     args = parser.parse_args(argv)
     if args.quick:
-        args.messages, args.repeats = "200", 1
+        args.messages, args.repeats, args.flat_repeats = "200", 1, 1
     args.message_counts = [int(x) for x in str(args.messages).split(",") if x.strip()]
     args.config_list = [c.strip() for c in str(args.configs).split(",") if c.strip()]
     unknown = set(args.config_list) - set(CONFIGS)
@@ -1122,6 +1245,9 @@ def _repeats_of(name: str, args: argparse.Namespace, n: int) -> int:
     naive_repeats: int = args.naive_repeats
     fsync_repeats: int = args.fsync_repeats
     lg_list_repeats: int = args.lg_list_repeats
+    flat_repeats: int = args.flat_repeats
+    if name in FLATNESS_CONFIGS:
+        return max(repeats, flat_repeats)
     if name == "naive":
         return naive_repeats if n <= args.naive_max_messages else 0
     if name.endswith("-fsync"):
@@ -1195,7 +1321,7 @@ def main(argv: list[str] | None = None) -> int:
                     if r % 2:
                         order.reverse()  # alternate the order so warm-up/drift effects favour no config
                     for name in order:
-                        runs[name].append(bench.run(name, n, curve=(r == 0)))
+                        runs[name].append(bench.run(name, n, curve=(r == 0), loads=r < args.repeats))
                 if "naive" in configs and not runs["naive"]:
                     runs["naive"] = [run_naive_sampled(bench, n)]
                 fingerprints = {r["fingerprint"] for rs in runs.values() for r in rs if "fingerprint" in r}

@@ -31,9 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 for _path in (str(BENCH_DIR.parent), str(BENCH_DIR)):
@@ -52,13 +50,6 @@ _BUFFER = bytearray(2 << 20)
 _BLOCK = 64 << 10
 
 
-def spin(seconds: float) -> None:
-    """Wait ``seconds`` on the CPU, touching no memory beyond a few locals."""
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
 def touch(seconds: float) -> None:
     """Spend ``seconds`` writing over a 2 MiB buffer, 64 KiB at a time (evicts the caches)."""
     end = time.perf_counter() + seconds
@@ -67,25 +58,6 @@ def touch(seconds: float) -> None:
     while time.perf_counter() < end:
         _BUFFER[offset : offset + _BLOCK] = zeros
         offset = (offset + _BLOCK) % len(_BUFFER)
-
-
-class WorkingManager(GroupChatManager):
-    """A plain manager that runs ``work`` where ``CheckpointingGroupChatManager`` takes its checkpoint.
-
-    That point is the end of the broadcast of each group chat message (its last recipient), as in the
-    benchmark's ``NaiveSnapshotManager``.
-    """
-
-    def __init__(self, work: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.work = work
-
-    def send(
-        self, message: Any, recipient: Any, request_reply: bool | None = None, silent: bool | None = False
-    ) -> None:
-        super().send(message, recipient, request_reply, silent)
-        if bench.broadcast_ends_with(self, recipient):
-            self.work()
 
 
 def run(config: str, n_messages: int, work_s: float, base: Path) -> tuple[list[float], list[float]]:
@@ -103,8 +75,8 @@ def run(config: str, n_messages: int, work_s: float, base: Path) -> tuple[list[f
         if config == "baseline":
             manager = GroupChatManager(**kwargs)
         elif config in ("spin", "touch"):
-            action = spin if config == "spin" else touch
-            manager = WorkingManager(lambda: action(work_s), **kwargs)
+            action = bench.spin if config == "spin" else touch
+            manager = bench.ConstantWorkManager(lambda: action(work_s), **kwargs)
         else:  # the stores exactly as the benchmark's ours / ours-sqlite rows make them
             backend_class = _backends.FileBackend if config == "ours" else _backends.SqliteBackend
             backend = backend_class(workdir, "crash")
