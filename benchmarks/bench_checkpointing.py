@@ -743,8 +743,9 @@ def summarize(n_messages: int, runs: dict[str, list[dict[str, Any]]]) -> dict[st
 
     A configuration is compared with its baseline's runs of the same repeats (configurations with fewer
     repeats pair with the first ones). Flatness of ``ours*`` rows is judged net of the ``control`` row's
-    growth when it ran: constant work shows some growth of its own on these machines (AG2's history walk
-    slows down when anything runs between two messages), and that part is not the checkpoint's cost.
+    growth when it ran: constant work shows some growth of its own on these machines (apparently AG2's
+    history walk slows down when anything runs between two messages), and that part is not the checkpoint's
+    cost.
     """
     raw = runs["baseline"][0]["raw_text_bytes"]
     own_series = {
