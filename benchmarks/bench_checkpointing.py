@@ -1260,9 +1260,11 @@ def _repeats_of(name: str, args: argparse.Namespace, n: int) -> int:
 
 def _plot_title(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     date, load = str(settings["date"])[:10], settings["load_average_start"]
+    flat = settings.get("flat_repeats")  # absent from the JSON of runs before --flat-repeats
+    judged = f" ({flat} of {', '.join(FLATNESS_CONFIGS)})" if flat and flat > settings["repeats"] else ""
     return (
         f"{summary['messages']} messages x ~{settings['message_bytes']} B, {settings['agents']} agents; "
-        f"medians of {settings['repeats']} runs; {date}, load avg {load:.1f}"
+        f"medians of {settings['repeats']} runs{judged}; {date}, load avg {load:.1f}"
     )
 
 
@@ -1362,6 +1364,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {
         "messages": args.message_counts,
         "repeats": args.repeats,
+        "flat_repeats": args.flat_repeats,
+        "control_us": args.control_us,
         "agents": args.agents,
         "message_bytes": args.message_bytes,
         "configs": configs,
