@@ -1090,7 +1090,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--control-us",
         type=float,
         default=300.0,
-        help="the control's constant CPU-only work per message, us (default 300: about our own call)",
+        help="the control's constant CPU-only work per message, us (default 300: about our own call); it "
+        "runs whenever an ours* row does; 0: no control, flatness judged on each row's own rise",
     )
     parser.add_argument("--agents", type=int, default=4)
     parser.add_argument("--message-bytes", type=int, default=1024)
@@ -1175,6 +1176,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown configs {sorted(unknown)}")
     if "baseline" not in args.config_list:
         args.config_list.insert(0, "baseline")
+    ours = any(CONFIGS[c].kind == "ours" for c in args.config_list)
+    if args.control_us <= 0:  # no control: the rows are judged on their own rise
+        args.config_list = [c for c in args.config_list if c != "control"]
+    elif ours and "control" not in args.config_list:  # the flatness verdict's reference, like the baseline
+        args.config_list.insert(1, "control")
     if min(args.message_counts) < 3 or args.repeats < 1 or args.agents < 2:
         parser.error("need --messages >= 3, --repeats >= 1, --agents >= 2")
     return args

@@ -103,3 +103,13 @@ def test_flatness_repeats_apply_to_the_flatness_rows_only() -> None:
     assert bench._repeats_of("ours-fsync", args, N) == 3
     quick = bench.parse_args(["--quick"])
     assert bench._repeats_of("ours", quick, 200) == 1
+
+
+def test_the_control_joins_every_run_of_ours_unless_switched_off() -> None:
+    assert bench.parse_args(["--configs", "ours-sqlite"]).config_list == [
+        "baseline",
+        "control",
+        "ours-sqlite",
+    ]
+    assert bench.parse_args(["--configs", "naive"]).config_list == ["baseline", "naive"]
+    assert "control" not in bench.parse_args(["--control-us", "0"]).config_list
