@@ -1267,7 +1267,8 @@ def _repeats_of(name: str, args: argparse.Namespace, n: int) -> int:
 def _plot_title(summary: dict[str, Any], settings: dict[str, Any]) -> str:
     date, load = str(settings["date"])[:10], settings["load_average_start"]
     flat = settings.get("flat_repeats")  # absent from the JSON of runs before --flat-repeats
-    judged = f" ({flat} of {', '.join(FLATNESS_CONFIGS)})" if flat and flat > settings["repeats"] else ""
+    ran = [c for c in FLATNESS_CONFIGS if c in settings["configs"]]
+    judged = f" ({flat} of {', '.join(ran)})" if flat and flat > settings["repeats"] else ""
     return (
         f"{summary['messages']} messages x ~{settings['message_bytes']} B, {settings['agents']} agents; "
         f"medians of {settings['repeats']} runs{judged}; {date}, load avg {load:.1f}"

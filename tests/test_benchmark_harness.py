@@ -113,3 +113,11 @@ def test_the_control_joins_every_run_of_ours_unless_switched_off() -> None:
     ]
     assert bench.parse_args(["--configs", "naive"]).config_list == ["baseline", "naive"]
     assert "control" not in bench.parse_args(["--control-us", "0"]).config_list
+
+
+def test_the_plot_title_names_only_the_judged_rows_that_ran() -> None:
+    settings = {"date": "2026-11-22", "load_average_start": 0.2, "message_bytes": 1024, "agents": 4}
+    settings |= {"repeats": 9, "flat_repeats": 24, "configs": ["baseline", "control", "ours", "naive"]}
+    title = bench._plot_title({"messages": N}, settings)
+    assert "medians of 9 runs (24 of baseline, control, ours);" in title
+    assert "medians of 9 runs;" in bench._plot_title({"messages": N}, settings | {"flat_repeats": 9})
