@@ -1,6 +1,7 @@
 """checkpoint_system: checkpoint, restore, fork and intervene in AG2 Classic group chats."""
 
 from .checkpoint_manager import CheckpointManager, default_session_dir
+from .endpoints import UntrustedEndpointError
 from .errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -21,7 +22,7 @@ from .model import (
     ManagerState,
     checkpoint_json_schema,
 )
-from .rebuild import RestoreReport, RestoreWarning, RosterMismatchError
+from .rebuild import RestoreReport, RestoreWarning, RosterMismatchError, UnknownModelClientError
 from .recording import (
     RecordingDivergedError,
     RecordingModelClient,
@@ -80,7 +81,9 @@ __all__ = [
     "SessionStore",
     "TerminationCaptureWarning",
     "TerminationCondition",
+    "UnknownModelClientError",
     "UnsupportedFormatError",
+    "UntrustedEndpointError",
     "all_of",
     "any_of",
     "checkpoint_json_schema",

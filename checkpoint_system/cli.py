@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .endpoints import EndpointPolicy
 from .errors import CheckpointError, CheckpointNotFoundError
 from .intervention import Intervention
 from .model import checkpoint_json_schema
@@ -55,6 +56,14 @@ def interventions_from_args(args: argparse.Namespace) -> list[Intervention]:
     return changes
 
 
+def _endpoint_url(value: str) -> str:
+    try:
+        EndpointPolicy([value])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``continue`` (shared with examples/continue_from_checkpoint.py)."""
     parser.add_argument(
@@ -75,6 +84,15 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
         "--allow-code-execution", action="store_true", help="re-enable saved code execution configs"
     )
     parser.add_argument(
+        "--trust-endpoint",
+        action="append",
+        default=[],
+        metavar="URL",
+        type=_endpoint_url,
+        help="an LLM endpoint (https://host[:port][/path]) that restored configs may send your keys to "
+        "(repeatable; provider defaults and OPENAI_BASE_URL/AZURE_OPENAI_ENDPOINT are trusted already)",
+    )
+    parser.add_argument(
         "--on-mismatch", choices=("refuse", "proceed"), default="refuse", help="when factory agents differ"
     )
     parser.add_argument("--force", action="store_true", help="continue even if the last message terminates")
@@ -90,6 +108,7 @@ def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | N
         allow_code_execution=args.allow_code_execution,
         on_mismatch=args.on_mismatch,
         model_clients=model_clients,
+        trusted_endpoints=args.trust_endpoint,
     )
     changes = interventions_from_args(args)
     if args.use_async:
@@ -100,8 +119,11 @@ def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | N
         )
     else:
         result = restorer.continue_from(args.checkpoint, args.rounds, interventions=changes, force=args.force)
-    for note in result.restored.report.notes + result.restored.report.mismatches:
+    report = result.restored.report
+    for note in report.notes + report.mismatches:
         print(f"note: {note}")
+    for endpoint in report.endpoints:
+        print(f"endpoint: {endpoint}")
     print(f"continuation: {result.location}")
     if not result.ok:
         print(f"not continued: {result.reason}")

@@ -11,10 +11,12 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from autogen import Agent, AssistantAgent, ConversableAgent, GroupChat, UserProxyAgent
 
+from .endpoints import EndpointPolicy
 from .errors import CheckpointError
 from .model import AgentState, CheckpointData, GroupChatState
 from .recording import CLIENT_CLASS_NAME as RECORDING_CLIENT_NAME
@@ -30,6 +32,11 @@ class RestoreWarning(UserWarning):
 
 class RosterMismatchError(CheckpointError):
     """The agents supplied for a restore differ from the checkpoint's (names or configuration)."""
+
+
+class UnknownModelClientError(CheckpointError):
+    """A restored config names a custom model client class that was not supplied (the agent could not
+    answer: AG2 would fail at its first reply)."""
 
 
 #: Agent classes a checkpoint may name. Anything else is rebuilt as a ``ConversableAgent`` and reported.
@@ -49,6 +56,8 @@ class RestoreReport:
 
     notes: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+    #: Every endpoint the restored agents and manager will call, and why it is trusted.
+    endpoints: list[str] = field(default_factory=list)
 
     def note(self, message: str, *, warn: bool = True) -> None:
         self.notes.append(message)
@@ -56,30 +65,41 @@ class RestoreReport:
             warnings.warn(message, RestoreWarning, stacklevel=3)
 
     def as_dict(self) -> dict[str, list[str]]:
-        return {"notes": list(self.notes), "mismatches": list(self.mismatches)}
+        return {
+            "notes": list(self.notes),
+            "mismatches": list(self.mismatches),
+            "endpoints": list(self.endpoints),
+        }
 
 
 @dataclass
 class Credentials:
-    """Where restored LLM configs take their secrets from (see ``redaction.restore_llm_config_report``)."""
+    """Where restored LLM configs take their secrets from (see ``redaction.restore_llm_config_report``)
+    and where they may send them (see ``endpoints``)."""
 
     environ: Mapping[str, str] | None = None
     secrets: Mapping[str, Any] | None = None
     azure_ad_token_provider: Callable[[], str] | None = None
+    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
 
 
 def restore_llm_config_for(
-    name: str, record: Any, credentials: Credentials, report: RestoreReport
+    owner: str, record: Any, credentials: Credentials, report: RestoreReport
 ) -> dict[str, Any] | bool | None:
-    """A usable llm_config for agent ``name`` (secrets filled in), noting what is missing."""
+    """A usable llm_config for ``owner`` (secrets filled in), noting what is missing.
+
+    Raises ``UntrustedEndpointError`` before anything is built when the config would send a credential to
+    an endpoint that is not trusted; every endpoint is listed in ``report.endpoints``.
+    """
     config, missing = restore_llm_config_report(
         record,
         environ=credentials.environ,
         secrets=credentials.secrets,
         azure_ad_token_provider=credentials.azure_ad_token_provider,
     )
+    report.endpoints += credentials.endpoints.check(owner, record, config, missing)
     if missing:
-        report.note(f"agent {name!r}: secrets not supplied:\n{describe_missing(missing)}")
+        report.note(f"{owner}: secrets not supplied:\n{describe_missing(missing)}")
     return config
 
 
@@ -105,11 +125,11 @@ def register_model_clients(
             continue
         cls = model_clients.get(name) or BUILTIN_MODEL_CLIENTS.get(name)
         if cls is None:
-            report.note(
-                f"agent {agent.name!r}: model client {name!r} is not known; pass "
-                f"model_clients={{{name!r}: cls}} or an agent_factory"
+            raise UnknownModelClientError(
+                f"agent {agent.name!r}: its llm_config uses the custom model client {name!r}, which is "
+                f"code and cannot come from a file; pass CheckpointRestorer(model_clients={{{name!r}: "
+                "YourClientClass}) or an agent_factory that registers it"
             )
-            continue
         agent.register_model_client(cls)  # type: ignore[arg-type]
 
 
@@ -132,8 +152,13 @@ def build_agent(
     allow_code_execution: bool,
     model_clients: Mapping[str, type],
     report: RestoreReport,
+    work_dir: Callable[[], Path],
 ) -> ConversableAgent:
-    """A fresh agent with the saved configuration (histories are applied separately)."""
+    """A fresh agent with the saved configuration (histories are applied separately).
+
+    Code execution, when allowed, runs in ``work_dir()`` (the continuation's own directory), never in a
+    directory named by the file.
+    """
     cls = SAFE_AGENT_CLASSES.get(state.agent_class)
     if cls is None:
         report.note(
@@ -141,16 +166,11 @@ def build_agent(
             "ConversableAgent (pass an agent_factory to restore it with its own class, tools and hooks)"
         )
         cls = ConversableAgent
-    llm_config = restore_llm_config_for(state.name, state.llm_config, credentials, report)
+    llm_config = restore_llm_config_for(f"agent {state.name!r}", state.llm_config, credentials, report)
     code_execution: dict[str, Any] | bool = False
     if state.code_execution_config:
         if allow_code_execution:
-            saved = state.code_execution_config
-            if isinstance(saved.get("executor"), dict):  # an executor object: not rebuilt from a file
-                report.note(f"agent {state.name!r}: its code executor object is replaced by local execution")
-                code_execution = {"executor": "commandline-local"}
-            else:
-                code_execution = {k: v for k, v in saved.items() if not isinstance(v, dict)}
+            code_execution = _code_execution(state, work_dir(), report)
         else:
             report.note(
                 f"agent {state.name!r}: code execution was enabled and is restored OFF; pass "
@@ -183,6 +203,28 @@ def build_agent(
         ) from exc
     register_model_clients(agent, llm_config, model_clients, report)
     return agent
+
+
+def _code_execution(state: AgentState, work_dir: Path, report: RestoreReport) -> dict[str, Any]:
+    """The saved code execution settings, running in ``work_dir`` (an absolute path of our choosing)."""
+    saved = state.code_execution_config or {}
+    where = str(work_dir.resolve())
+    if "executor" in saved:  # an executor object or name: rebuilt as local execution in ``where``
+        report.note(
+            f"agent {state.name!r}: its code executor ({saved['executor']!r}) is replaced by local "
+            f"execution in {where}",
+            warn=False,
+        )
+        return {"executor": "commandline-local", "commandline-local": {"work_dir": where}}
+    settings = {k: v for k, v in saved.items() if not isinstance(v, dict)}
+    if settings.get("work_dir") not in (None, where):
+        report.note(
+            f"agent {state.name!r}: code runs in {where} "
+            f"(the checkpoint said {str(settings['work_dir'])[:200]!r})",
+            warn=False,
+        )
+    settings["work_dir"] = where
+    return settings
 
 
 def _peer_map(agents: Sequence[Agent]) -> dict[str, Agent]:

@@ -7,8 +7,11 @@ session is never written to.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +22,7 @@ from autogen import ConversableAgent, GroupChat
 from autogen.agentchat.chat import ChatResult
 
 from .checkpoint_manager import CheckpointManager
+from .endpoints import EndpointPolicy, describe_endpoints
 from .errors import CheckpointError
 from .groupchat_manager import CheckpointingGroupChatManager
 from .intervention import Intervention, apply_interventions
@@ -145,6 +149,10 @@ class CheckpointRestorer:
         on_mismatch: ``"refuse"`` (default) raises ``RosterMismatchError`` when the factory's agents differ
             from the checkpoint's; ``"proceed"`` records the differences in the report and goes on.
         environ, secrets, azure_ad_token_provider: where redacted secrets come from.
+        trusted_endpoints: endpoint URLs (``https://host[:port][/path]``) that configs restored from a
+            file may send credentials to, besides the providers' public endpoints and those set in the
+            environment (``OPENAI_BASE_URL``, ``AZURE_OPENAI_ENDPOINT``, ...). A file naming any other
+            endpoint for a config that would carry a credential is refused with ``UntrustedEndpointError``.
         model_clients: custom model client classes by name (``model_client_cls`` in the saved configs).
         groupchat_overrides, manager_overrides: keyword arguments that replace saved settings, e.g. a custom
             ``speaker_selection_method`` or the manager's ``is_termination_msg``.
@@ -162,22 +170,31 @@ class CheckpointRestorer:
         model_clients: Mapping[str, type] | None = None,
         groupchat_overrides: Mapping[str, Any] | None = None,
         manager_overrides: Mapping[str, Any] | None = None,
+        trusted_endpoints: Iterable[str] = (),
     ) -> None:
         if on_mismatch not in ("refuse", "proceed"):
             raise ValueError("on_mismatch must be 'refuse' or 'proceed'")
         self.agent_factory = agent_factory
         self.allow_code_execution = allow_code_execution
         self.on_mismatch = on_mismatch
-        self.credentials = Credentials(environ, secrets, azure_ad_token_provider)
+        self.credentials = Credentials(
+            environ, secrets, azure_ad_token_provider, EndpointPolicy(trusted_endpoints, environ)
+        )
         self.model_clients = dict(model_clients or {})
         self.groupchat_overrides = dict(groupchat_overrides or {})
         self.manager_overrides = dict(manager_overrides or {})
 
     # -- the seed's API ----------------------------------------------------------------------------------
     def recreate_agents_from_checkpoint(
-        self, agent_states: Mapping[str, Any] | Iterable[Any], report: RestoreReport | None = None
+        self,
+        agent_states: Mapping[str, Any] | Iterable[Any],
+        report: RestoreReport | None = None,
+        work_dir: Path | None = None,
     ) -> list[ConversableAgent]:
-        """Fresh agents built from saved states alone (credentials from the environment)."""
+        """Fresh agents built from saved states alone (credentials from the environment).
+
+        Code execution, if allowed, runs in ``work_dir`` (default: a new temporary directory).
+        """
         from .model import AgentState
 
         states = agent_states.values() if isinstance(agent_states, Mapping) else agent_states
@@ -189,6 +206,7 @@ class CheckpointRestorer:
                 allow_code_execution=self.allow_code_execution,
                 model_clients=self.model_clients,
                 report=report,
+                work_dir=functools.partial(_work_dir, work_dir),
             )
             for state in states
         ]
@@ -243,16 +261,24 @@ class CheckpointRestorer:
         changes = list(interventions)
         checkpoint = apply_interventions(original, changes)
         report = RestoreReport()
-        agents, factory_groupchat = self._agents_for(checkpoint, report)
         directory: Path | None = None
         target: dict[str, Any]
         if reference.path is not None:
             directory = (
-                Path(continuation_dir)
+                Path(continuation_dir).absolute()
                 if continuation_dir
                 else new_continuation_dir(session_dir_of(reference.path))
             )
             directory.mkdir(parents=True, exist_ok=True)
+        try:
+            agents, factory_groupchat = self._agents_for(checkpoint, report, directory)
+        except BaseException:
+            if directory is not None and not continuation_dir:
+                # ours, created just above: a failed restore leaves no empty branch behind
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
+        if reference.path is not None:
+            assert directory is not None
             parent_ref = os.path.relpath(reference.path.resolve(), directory.resolve())
             target = {"session_dir": directory}
         else:
@@ -410,10 +436,11 @@ class CheckpointRestorer:
         return self.agent_factory(checkpoint) if parameters else self.agent_factory()
 
     def _agents_for(
-        self, checkpoint: CheckpointData, report: RestoreReport
+        self, checkpoint: CheckpointData, report: RestoreReport, directory: Path | None
     ) -> tuple[list[ConversableAgent], GroupChat | None]:
+        work_dir = directory / "work" if directory is not None else None
         if self.agent_factory is None:
-            return self.recreate_agents_from_checkpoint(checkpoint.agent_states, report), None
+            return self.recreate_agents_from_checkpoint(checkpoint.agent_states, report, work_dir), None
         produced = self._call_factory(checkpoint)
         groupchat = produced if isinstance(produced, GroupChat) else None
         if groupchat is not None:
@@ -429,7 +456,10 @@ class CheckpointRestorer:
             for n, s in checkpoint.agent_states.items()
             if n not in built and n not in _gc_names(checkpoint)
         }
-        agents += self.recreate_agents_from_checkpoint(extra, report)
+        for agent in agents:
+            owner = f"agent {agent.name!r}"
+            report.endpoints += describe_endpoints(owner, agent.llm_config, "from your agent_factory")
+        agents += self.recreate_agents_from_checkpoint(extra, report, work_dir)
         problems = compare_roster(checkpoint, agents)
         if problems:
             report.mismatches.extend(problems)
@@ -467,7 +497,9 @@ class CheckpointRestorer:
         state = checkpoint.manager_state
         if state is None:
             raise CheckpointError("the checkpoint holds no manager state")
-        llm_config = restore_llm_config_for(state.name, state.llm_config, self.credentials, report)
+        llm_config = restore_llm_config_for(
+            f"manager {state.name!r}", state.llm_config, self.credentials, report
+        )
         kwargs: dict[str, Any] = {
             "name": state.name,
             "system_message": state.system_message
@@ -492,6 +524,14 @@ class CheckpointRestorer:
         )
         register_model_clients(manager, llm_config, self.model_clients, report)
         return manager
+
+
+def _work_dir(work_dir: Path | None) -> Path:
+    """``work_dir`` (created), or a new temporary directory: where restored code execution runs."""
+    if work_dir is None:
+        return Path(tempfile.mkdtemp(prefix="checkpoint_system_work_"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return work_dir.resolve()
 
 
 def _gc_names(checkpoint: CheckpointData) -> list[str]:

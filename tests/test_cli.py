@@ -167,11 +167,11 @@ def test_continue_with_a_factory_and_on_mismatch(
     other = ["continue", str(original.path_with(2)), "--factory", "restore_support:round_robin_factory"]
     assert checkpoint_cli.main(other) == 2
     assert "planner" in capsys.readouterr().err
-    # ... and without a factory its speaker selection cannot come from the file: refused, with a hint.
-    with pytest.warns(UserWarning):  # the tools and the custom model client are reported too
+    # ... and without a factory its custom model client cannot come from the file: refused, with a hint.
+    with pytest.warns(UserWarning):  # the tools are reported too
         assert checkpoint_cli.main(["continue", str(original.path_with(2)), "--rounds", "1"]) == 2
     err = capsys.readouterr().err
-    assert "speaker selection" in err and "agent_factory" in err
+    assert "ToolCallingModelClient" in err and "agent_factory" in err
 
 
 # -- bad input -----------------------------------------------------------------------------------------------

@@ -33,7 +33,14 @@ from restore_support import (
     session_checkpoints,
     tree_digest,
 )
-from scenarios import RUN_MODES, SCENARIO_NAMES, all_scenarios, llm_agent, plain_agent
+from scenarios import (
+    RUN_MODES,
+    SCENARIO_NAMES,
+    ToolCallingModelClient,
+    all_scenarios,
+    llm_agent,
+    plain_agent,
+)
 
 from checkpoint_system import (
     CheckpointData,
@@ -44,6 +51,8 @@ from checkpoint_system import (
     ContinuationResult,
     RestoreWarning,
     RosterMismatchError,
+    UnknownModelClientError,
+    UntrustedEndpointError,
     read_checkpoint_file,
 )
 
@@ -126,7 +135,7 @@ def _check_lineage(
     assert meta["interventions"] == []
     assert meta["rounds_requested"] is None
     assert meta["started_at"] <= meta["ended_at"]
-    assert set(meta["restore_report"]) == {"notes", "mismatches"}
+    assert set(meta["restore_report"]) == {"notes", "mismatches", "endpoints"}
     chain = session_checkpoints(directory)
     if not result.ok:
         assert chain == [], "nothing ran, so nothing is checkpointed"
@@ -445,8 +454,12 @@ def test_send_introductions_from_first_message(originals: Callable[[str, str], O
 def test_recreate_agents_from_checkpoint_without_llm(originals: Callable[[str, str], Original]) -> None:
     original = originals("tool_calls", "sync")
     data = original.checkpoints[4]
+    # The assistant's custom model client is code: without it the agent could not answer, so it is refused.
+    with pytest.raises(UnknownModelClientError, match=r"'assistant'.*ToolCallingModelClient"):
+        CheckpointRestorer().recreate_agents_from_checkpoint(data.agent_states)
+    clients = {"ToolCallingModelClient": ToolCallingModelClient}
     with pytest.warns(RestoreWarning) as caught:
-        agents = CheckpointRestorer().recreate_agents_from_checkpoint(data.agent_states)
+        agents = CheckpointRestorer(model_clients=clients).recreate_agents_from_checkpoint(data.agent_states)
     by_name = {agent.name: agent for agent in agents}
     assert set(by_name) == {"user", "assistant", "executor"}
     for name in ("user", "executor"):
@@ -456,10 +469,9 @@ def test_recreate_agents_from_checkpoint_without_llm(originals: Callable[[str, s
         assert agent.human_input_mode == "NEVER"
     assert by_name["executor"]._default_auto_reply == "executor: nothing to execute"
     assert by_name["user"]._default_auto_reply == "user: now multiply something else"
-    assert by_name["assistant"].llm_config  # rebuilt (its custom model client is reported, see below)
+    assert by_name["assistant"].llm_config  # rebuilt, with the model client supplied above
     messages = " ".join(str(w.message) for w in caught)
     assert "multiply" in messages  # tools are code: reported, not rebuilt
-    assert "ToolCallingModelClient" in messages
     # Histories are not part of recreate_agents_from_checkpoint: fresh agents.
     assert all(not agent._oai_messages for agent in agents)
 
@@ -508,12 +520,18 @@ def test_code_execution_is_restored_off_unless_allowed(tmp_path: Path) -> None:
     meta = json.loads((off.directory / "continuation_metadata.json").read_text())
     assert any("code execution" in note for note in meta["restore_report"]["notes"])
 
+    original_work = sorted(p.name for p in (tmp_path / "work").iterdir())
     with warnings.catch_warnings():
         warnings.simplefilter("error", RestoreWarning)
         on = CheckpointRestorer(allow_code_execution=True).continue_from(start)
     executor = next(a for a in on.agents if a.name == "executor")
-    assert executor._code_execution_config["work_dir"] == str(tmp_path / "work")
+    # The code runs in the continuation's own work/ (absolute), never in the directory the file names.
+    assert on.directory is not None
+    own_work = (on.directory / "work").resolve()
+    assert executor._code_execution_config["work_dir"] == str(own_work)
     assert executor._code_execution_config["use_docker"] is False
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == original_work
+    assert any("code runs in" in note for note in on.restored.report.notes)
     assert on.restored.groupchat.messages == messages
     human_again = next(a for a in on.agents if a.name == "human")
     assert type(human_again) is UserProxyAgent
@@ -617,8 +635,17 @@ def test_secrets_never_written_and_restored_from_environment(
         warnings.simplefilter("ignore", RestoreWarning)
         CheckpointRestorer(azure_ad_token_provider=_token_provider).restore(path)
 
-    restorer = CheckpointRestorer(
+    # The Azure endpoint is neither the provider's default nor set in the environment: the token provider
+    # is not handed to it unless the user trusts it.
+    untrusted = CheckpointRestorer(
         environ={"OPENAI_API_KEY": "sk-from-env"}, azure_ad_token_provider=_token_provider
+    )
+    with pytest.raises(UntrustedEndpointError, match=r"'azure'.*example\.openai\.azure\.com"):
+        untrusted.restore(path)
+    restorer = CheckpointRestorer(
+        environ={"OPENAI_API_KEY": "sk-from-env"},
+        azure_ad_token_provider=_token_provider,
+        trusted_endpoints=["https://example.openai.azure.com"],
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error", RestoreWarning)

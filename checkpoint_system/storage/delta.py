@@ -485,8 +485,12 @@ class _EncodeJob:
             fragment += b',"x":' + removed
         return fragment
 
-    def value(self, value: Any, intern: bool = True) -> Any:
-        """Encode one JSON value, interning long strings (``intern=False``: look up only, log nothing)."""
+    def value(self, value: Any, intern: bool = True, depth: int = 0) -> Any:
+        """Encode one JSON value, interning long strings (``intern=False``: look up only, log nothing).
+
+        Containers nested deeper than ``_SANITIZE_MAX_DEPTH`` become a marker, as in ``dumps``: a live
+        message may be nested arbitrarily deep, a checkpoint may not (orjson reads 254 levels at most).
+        """
         kind = type(value)
         if kind is str:
             if len(value) < INTERN_MIN_LENGTH:
@@ -501,15 +505,20 @@ class _EncodeJob:
                     self.new_strings[value] = index
                     self.pending_strings.append(value)  # defined by the next line written
             return {_STRING_REF: index}
-        if kind is dict:
-            encoded = {(k if type(k) is str else str(k)): self.value(v, intern) for k, v in value.items()}
-            return {_LITERAL: encoded} if (_STRING_REF in encoded or _LITERAL in encoded) else encoded
-        if kind is list or kind is tuple:
-            return [self.value(v, intern) for v in value]
+        if kind is dict or kind is list or kind is tuple:
+            if depth > _SANITIZE_MAX_DEPTH:
+                return unserializable_marker(value)
+            depth += 1
+            if kind is dict:
+                encoded = {
+                    (k if type(k) is str else str(k)): self.value(v, intern, depth) for k, v in value.items()
+                }
+                return {_LITERAL: encoded} if (_STRING_REF in encoded or _LITERAL in encoded) else encoded
+            return [self.value(v, intern, depth) for v in value]
         if value is None or kind is int or kind is float or kind is bool:
             return value
         converted = to_jsonable(value)
-        return self.value(converted, intern) if type(converted) is not type(value) else converted
+        return self.value(converted, intern, depth) if type(converted) is not type(value) else converted
 
     def peek(self, item: Any) -> bytes:
         """The bytes ``item`` is logged as, if all its long strings are known (else bytes that differ)."""
