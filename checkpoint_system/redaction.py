@@ -30,10 +30,11 @@ A name is a secret when its words show one of:
 * **key** as the last word (``key``, ``api_key``, ``apiKey``, ``x-api-key``, ``signing_key``,
   ``license_key``, ``private_key``, ``keys``), or a last word run together from a credential stem and
   ``key(s)``: ``apikey``, ``secretkey``, ``accesskey``, ``privatekey``, ``accountkey`` ... (``_KEY_STEMS``);
-* **token** as the last word (``token``, ``refresh_token``, ``accessToken``, ``authtoken``, with the same
-  kind of stems), except token *limits* whose first word is ``max``, ``min``, ``num``, ``n``, ``total`` or
-  ``count`` (``max_token``). The plural ``tokens`` is a count (``max_tokens``, ``completion_tokens``,
-  ``budget_tokens``) unless a credential word comes before it (``access_tokens``, ``api_tokens``);
+* **token** as the last word (``token``, ``refresh_token``, ``accessToken``), or run together from a
+  credential stem (``authtoken``, ``accesstoken``: ``_TOKEN_STEMS``), except token *limits* whose first
+  word is ``max``, ``min``, ``num``, ``n``, ``total`` or ``count`` (``max_token``). The plural ``tokens``
+  is a count (``max_tokens``, ``completion_tokens``, ``budget_tokens``) unless a credential stem comes
+  before it (``access_tokens``, ``api_tokens``);
 * **secret**: a word ``secret(s)`` or ending in it (``client_secret``, ``clientsecret``);
 * **password**: a word ``password(s)``, ``passwd``, ``pwd``, ``passphrase(s)``, ``passcode`` or ending in one
   of them (``dbpassword``), or ``pass`` as the last word (``db_pass``);
@@ -58,15 +59,16 @@ lower-cased name contains ``auth``, ``key``, ``token``, ``secret``, ``cookie``, 
   secret by the name rule (``?key=...``, ``&sig=...``, ``#access_token=...``);
 * is a ``;``-separated connection string with a ``Name=value`` part whose name is a secret by the name rule
   (``AccountKey=``, ``SharedAccessKey=``, ``SharedAccessSignature=``, ``Password=``, ``Pwd=``, in any case;
-  ``SharedAccessKeyName=`` is not);
+  ``SharedAccessKeyName=`` is not), or a single such ``Name=value`` without spaces (``Password=x``);
 * is an HTTP credential: ``Bearer <one word>``, or ``Basic <base64 of user:password>``;
 * holds a PEM block (``-----BEGIN ...-----``): private keys, and certificates too;
-* holds, at the start of a word, a well-known key: ``sk-`` and 20 key characters (OpenAI, ``sk-proj-``,
-  Anthropic's ``sk-ant-``), ``AKIA``/``ASIA`` and 16 upper-case letters or digits (AWS), ``ghp_``/``gho_``/
-  ``ghu_``/``ghs_``/``ghr_``/``github_pat_`` (GitHub), ``glpat-`` (GitLab), ``xoxa-``/``xoxb-``/``xoxe-``/
-  ``xoxo-``/``xoxp-``/``xoxr-``/``xoxs-`` (Slack), ``AIza`` and 35 characters (Google), ``ya29.`` (Google
-  OAuth), ``hf_`` (Hugging Face), ``gsk_`` (Groq), ``sk_live_``/``rk_live_`` (Stripe), ``GOCSPX-`` (Google
-  OAuth client), ``npm_`` (npm), or a JWT (``eyJ...`` ``.`` ``eyJ...``).
+* holds, at the start of a word, a well-known key: a prefix followed by at least 20 key characters --
+  ``sk-`` (OpenAI, ``sk-proj-``, Anthropic's ``sk-ant-``), ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_``/
+  ``github_pat_`` (GitHub), ``glpat-`` (GitLab), ``ya29.`` (Google OAuth), ``gsk_`` (Groq),
+  ``sk_live_``/``rk_live_`` (Stripe), ``GOCSPX-`` (Google OAuth client) --; ``hf_`` (Hugging Face) or
+  ``npm_`` and 30; ``xoxa-``/``xoxb-``/``xoxe-``/``xoxo-``/``xoxp-``/``xoxr-``/``xoxs-`` (Slack) and 10;
+  ``AIza`` and 35 (Google); ``AKIA``/``ASIA`` and 16 upper-case letters or digits (AWS); or a JWT
+  (``eyJ...`` ``.`` ``eyJ...``).
 
 Such a value is replaced whole, with ``restore_from: "user"`` (or its key's ``env:`` convention). A dict
 with a key of one of these shapes is replaced whole; a ``pydantic.SecretStr``/``SecretBytes`` is a secret
