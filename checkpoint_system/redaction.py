@@ -15,23 +15,77 @@ key). ``restore_from`` is ``"user"`` (the caller must pass the value) or ``"env:
 secrets (a callable, a client object, a pydantic class) become
 ``{"$unserializable": "<module.QualName>", "restore_from": "user"}``.
 
-What counts as a secret (key names are compared lower-cased with ``-`` read as ``_``):
+What counts as a secret -- one rule, for key names at any depth and for string values anywhere.
 
-* the known fields ``api_key``, ``azure_ad_token``, ``azure_ad_token_provider`` (except the string
+**Names.** Every key is checked: ``config_list`` entries, top-level options, nested dicts and the dicts
+inside lists, at any depth. A name is read as lower-case words, cut at ``_``, ``-``, ``.``, spaces and other
+punctuation, where lower case turns to upper case (``accessToken``, ``APIKey``) and where letters turn to
+digits: ``accessToken``, ``ACCESS_TOKEN``, ``access-token`` and ``Access.Token`` all read ``access token``.
+A name is a secret when its words show one of:
+
+* a known field: ``api_key``, ``azure_ad_token``, ``azure_ad_token_provider`` (except the string
   ``"DEFAULT"``, which asks AG2 for Azure's default credential), ``aws_access_key``, ``aws_secret_key``,
   ``aws_session_token``, ``http_client``, ``credentials``, ``google_application_credentials``,
   ``gcp_auth_token``, ``webhook_secret``, ``admin_api_key``, ``workload_identity``;
-* any key, at any depth, named ``auth``/``cookie(s)`` or whose name ends in ``api_key``/``apikey``/
-  ``api_keys``, ``secret``, ``secret_key``, ``access_key``, ``private_key``, ``credential(s)``,
-  ``password``/``passwd``, ``_auth`` or ``_token``/``token`` -- except token *counts* (``*_tokens`` never
-  matches; ``max_``/``min_``/``num_`` prefixed names are exempt);
-* inside a ``*headers`` dict (``default_headers``, ``extra_headers``, ...), any header whose name mentions
-  ``auth``, ``key``, ``token``, ``secret``, ``cookie``, ``password``, ``credential``, ``session`` or
-  ``signature`` (``Authorization``, ``Proxy-Authorization``, ``api-key``, ``X-API-Key``, ``Cookie``, ...);
-* any ``pydantic.SecretStr``/``SecretBytes`` value, whatever its key;
-* a URL string carrying a password (``https://user:pw@host``).
+* **key** as the last word (``key``, ``api_key``, ``apiKey``, ``x-api-key``, ``signing_key``,
+  ``license_key``, ``private_key``, ``keys``), or a last word run together from a credential stem and
+  ``key(s)``: ``apikey``, ``secretkey``, ``accesskey``, ``privatekey``, ``accountkey`` ... (``_KEY_STEMS``);
+* **token** as the last word (``token``, ``refresh_token``, ``accessToken``), or run together from a
+  credential stem (``authtoken``, ``accesstoken``: ``_TOKEN_STEMS``), except token *limits* whose first
+  word is ``max``, ``min``, ``num``, ``n``, ``total`` or ``count`` (``max_token``). The plural ``tokens``
+  is a count (``max_tokens``, ``completion_tokens``, ``budget_tokens``) unless a credential stem comes
+  before it (``access_tokens``, ``api_tokens``);
+* **secret**: a word ``secret(s)`` or ending in it (``client_secret``, ``clientsecret``);
+* **password**: a word ``password(s)``, ``passwd``, ``pwd``, ``passphrase(s)``, ``passcode`` or ending in one
+  of them (``dbpassword``), or ``pass`` as the last word (``db_pass``);
+* **credential**: a word containing ``credential`` (``credentials``, ``gcp_credentials``) or ``cred(s)``;
+* **auth**: a word ``auth``, ``authn``, ``authz``, one ending in ``auth`` (``oauth``, ``basicauth``) or
+  starting with ``authoriz``/``authoris``/``authentic`` (``authorization``, ``authentication``); not
+  ``author``, ``authors`` or ``authority``;
+* **signature**: a word ``signature(s)``, ``sig(s)`` or ending in ``signature``;
+* **cookie**: a word containing ``cookie`` (``cookie``, ``cookies``, ``cookiejar``);
+* **dsn**: a word ``dsn`` or ending in it (``sentry_dsn``, ``dsn``);
+* **connection string**: ``connection``/``conn`` followed by ``string``/``str`` (``connection_string``,
+  ``connectionString``, ``conn_str``) or the run-together ``connectionstring``/``connstring``/``connstr``.
 
-``None``, empty strings and booleans are never secrets and are kept as they are.
+Inside a ``*headers`` dict (``default_headers``, ``extra_headers``...) a header is also a secret when its
+lower-cased name contains ``auth``, ``key``, ``token``, ``secret``, ``cookie``, ``pass``, ``pwd``,
+``credential``, ``session``, ``signature`` or ``dsn``, or has a word ``sig``, ``csrf`` or ``xsrf``
+(``Proxy-Authorization``, ``X-API-Key``, ``Cookie``, ``X-Session-Id``, ``X-CSRF-Token``).
+
+**Values.** Whatever its key, a string (at any depth, list items included) is a secret when it
+
+* is a URL with a password (``https://user:pw@host``), or with a query or fragment parameter whose name is a
+  secret by the name rule (``?key=...``, ``&sig=...``, ``#access_token=...``);
+* is a ``;``-separated connection string with a ``Name=value`` part whose name is a secret by the name rule
+  (``AccountKey=``, ``SharedAccessKey=``, ``SharedAccessSignature=``, ``Password=``, ``Pwd=``, in any case;
+  ``SharedAccessKeyName=`` is not), or a single such ``Name=value`` without spaces (``Password=x``);
+* is an HTTP credential: ``Bearer <one word>``, or ``Basic <base64 of user:password>``;
+* holds a PEM block (``-----BEGIN ...-----``): private keys, and certificates too;
+* holds, at the start of a word, a well-known key: a prefix followed by at least 20 key characters --
+  ``sk-`` (OpenAI, ``sk-proj-``, Anthropic's ``sk-ant-``), ``ghp_``/``gho_``/``ghu_``/``ghs_``/``ghr_``/
+  ``github_pat_`` (GitHub), ``glpat-`` (GitLab), ``ya29.`` (Google OAuth), ``gsk_`` (Groq),
+  ``sk_live_``/``rk_live_`` (Stripe), ``GOCSPX-`` (Google OAuth client) --; ``hf_`` (Hugging Face) or
+  ``npm_`` and 30; ``xoxa-``/``xoxb-``/``xoxe-``/``xoxo-``/``xoxp-``/``xoxr-``/``xoxs-`` (Slack) and 10;
+  ``AIza`` and 35 (Google); ``AKIA``/``ASIA`` and 16 upper-case letters or digits (AWS); or a JWT
+  (``eyJ...`` ``.`` ``eyJ...``).
+
+Such a value is replaced whole, with ``restore_from: "user"`` (or its key's ``env:`` convention). A dict
+with a key of one of these shapes is replaced whole; a ``pydantic.SecretStr``/``SecretBytes`` is a secret
+whatever its key. Every check is linear in the length of the name or value: string methods, and regexes
+without nested or overlapping repetition.
+
+**Not secrets.** ``None``, empty strings and booleans, whatever the key (``use_token: True``); and these
+look-alikes, kept on purpose: token counts and limits (``max_tokens``, ``max_completion_tokens``,
+``max_token``, ``num_tokens``, ``token_count``, ``token_limit``), other names where ``key``/``token`` is
+not the last word (``key_prefix``, ``key_file_path``, ``api_key_file``, ``token_type``, ``token_url``:
+names and paths, not the secret), words merely containing ``key`` (``keywords``, ``monkey``), ``author``,
+``authority``, ``session_id`` outside headers, and JSON-schema property definitions: under
+``properties``, ``patternProperties``, ``$defs`` or ``definitions``, a dict made only of JSON Schema
+keywords describes a field (a tool parameter named ``token``, a response model ``ApiKey``) and is not a
+secret by its name (its strings are still checked). Over-matching is accepted where it is harmless:
+``public_key``, ``primary_key``, ``auth_type`` or a certificate are redacted too. No field of AG2's
+``LLMConfigEntry`` classes matches besides the known secret fields.
 
 Fidelity: entries are dumped field by field; a ``None`` field is left out only when the field's default
 is ``None`` (so rebuilding yields the same value), other ``None`` values and extra fields are kept.
@@ -41,14 +95,16 @@ gives a config equal (``==``) to the original.
 
 from __future__ import annotations
 
+import base64
 import enum
+import itertools
 import math
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from pydantic import AnyUrl, BaseModel, SecretBytes, SecretStr
 
@@ -122,74 +178,341 @@ _ANY_API_FIELD_ENV: dict[str, tuple[str, ...]] = {
     "google_application_credentials": ("GOOGLE_APPLICATION_CREDENTIALS",),
 }
 
+# ------------------------------------------------------------------------------------- the secret rule
+
+#: Known secret fields, as their words (see ``_words``).
 _SECRET_FIELDS = frozenset(
     {
-        "api_key",
-        "azure_ad_token",
-        "azure_ad_token_provider",
-        "aws_access_key",
-        "aws_secret_key",
-        "aws_session_token",
-        "http_client",
+        "api key",
+        "azure ad token",
+        "azure ad token provider",
+        "aws access key",
+        "aws secret key",
+        "aws session token",
+        "http client",
         "credentials",
-        "google_application_credentials",
-        "gcp_auth_token",
-        "webhook_secret",
-        "admin_api_key",
-        "workload_identity",
-        "auth",
-        "cookie",
-        "cookies",
+        "google application credentials",
+        "gcp auth token",
+        "webhook secret",
+        "admin api key",
+        "workload identity",
     }
 )
-_SECRET_SUFFIXES = (
-    "api_key",
-    "apikey",
-    "api_keys",
-    "secret",
-    "secret_key",
-    "access_key",
-    "private_key",
-    "credential",
-    "credentials",
-    "password",
-    "passwd",
-    "_auth",
+#: Stems that, run together with ``key``/``token`` in one word, name a credential (``apikey``, ``authtoken``).
+_KEY_STEMS = frozenset(
+    {
+        "access",
+        "account",
+        "admin",
+        "api",
+        "app",
+        "auth",
+        "client",
+        "encryption",
+        "hmac",
+        "license",
+        "master",
+        "private",
+        "secret",
+        "service",
+        "session",
+        "shared",
+        "sharedaccess",
+        "signing",
+        "ssh",
+        "subscription",
+        "webhook",
+    }
 )
-_COUNT_PREFIXES = ("max_", "min_", "num_")
+_TOKEN_STEMS = frozenset(
+    {
+        "access",
+        "api",
+        "app",
+        "auth",
+        "bearer",
+        "bot",
+        "client",
+        "csrf",
+        "github",
+        "id",
+        "jwt",
+        "oauth",
+        "personal",
+        "refresh",
+        "sas",
+        "security",
+        "service",
+        "session",
+        "slack",
+        "xsrf",
+    }
+)
+#: A first word that makes ``..._token`` a token limit, not a token.
+_COUNT_WORDS = frozenset({"max", "min", "num", "n", "total", "count"})
+_PASSWORD_WORDS = ("password", "passwords", "passwd", "pwd", "passphrase", "passphrases", "passcode")
+_SIGNATURE_WORDS = frozenset({"signature", "signatures", "sig", "sigs"})
+_CONNECTION_WORDS = frozenset({"connectionstring", "connectionstrings", "connstring", "connstr"})
 _AUTH_HEADER_PARTS = (
     "auth",
     "key",
     "token",
     "secret",
     "cookie",
-    "password",
-    "passwd",
+    "pass",
+    "pwd",
     "credential",
     "session",
     "signature",
+    "dsn",
+)
+_AUTH_HEADER_WORDS = frozenset({"sig", "csrf", "xsrf"})
+#: Keys whose dict maps JSON-schema field names to schemas (``tools`` parameters, ``response_format``).
+_SCHEMA_NAME_KEYS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+_SCHEMA_KEYWORDS = frozenset(
+    {
+        "$anchor",
+        "$comment",
+        "$id",
+        "$ref",
+        "$schema",
+        "additionalItems",
+        "additionalProperties",
+        "allOf",
+        "anyOf",
+        "const",
+        "contains",
+        "contentEncoding",
+        "contentMediaType",
+        "default",
+        "definitions",
+        "$defs",
+        "dependentRequired",
+        "dependentSchemas",
+        "deprecated",
+        "description",
+        "discriminator",
+        "else",
+        "enum",
+        "example",
+        "examples",
+        "exclusiveMaximum",
+        "exclusiveMinimum",
+        "format",
+        "if",
+        "items",
+        "maxItems",
+        "maxLength",
+        "maxProperties",
+        "maximum",
+        "minItems",
+        "minLength",
+        "minProperties",
+        "minimum",
+        "multipleOf",
+        "not",
+        "nullable",
+        "oneOf",
+        "pattern",
+        "patternProperties",
+        "prefixItems",
+        "properties",
+        "propertyNames",
+        "readOnly",
+        "required",
+        "then",
+        "title",
+        "type",
+        "uniqueItems",
+        "writeOnly",
+    }
 )
 
+# One word: an upper-case run not followed by lower case (``API`` in ``APIKey``), a capitalised or lower-case
+# run, or digits. Each alternative is a single repetition: linear.
+_WORD_RE = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 
-def _norm(name: str) -> str:
-    return name.lower().replace("-", "_")
+
+def _words(name: str) -> tuple[str, ...]:
+    """``name`` as lower-case words: ``accessToken``, ``ACCESS_TOKEN``, ``Access.Token`` -> access, token."""
+    return tuple(match.group().lower() for match in _WORD_RE.finditer(name))
+
+
+def _is_compound(word: str, base: str, stems: frozenset[str]) -> bool:
+    """``word`` is ``base`` or ``<stem><base>`` for a known stem (``apikey``; never ``monkey``)."""
+    return word == base or (word.endswith(base) and word[: -len(base)] in stems)
+
+
+def _is_auth_word(word: str) -> bool:
+    return (
+        word in ("auth", "authn", "authz")
+        or word.endswith("auth")
+        or word.startswith(("authoriz", "authoris", "authentic"))
+    )
+
+
+def _secret_word(word: str) -> bool:
+    """A word that names a secret wherever it stands in a name."""
+    return (
+        word.endswith(("secret", "secrets"))
+        or word.endswith(_PASSWORD_WORDS)
+        or "credential" in word
+        or word in ("cred", "creds")
+        or _is_auth_word(word)
+        or word in _SIGNATURE_WORDS
+        or word.endswith("signature")
+        or "cookie" in word
+        or word.endswith("dsn")
+        or word in _CONNECTION_WORDS
+    )
+
+
+def _names_secret(words: tuple[str, ...]) -> bool:
+    if not words:
+        return False
+    if " ".join(words) in _SECRET_FIELDS or any(_secret_word(word) for word in words):
+        return True
+    last = words[-1]
+    if _is_compound(last, "key", _KEY_STEMS) or _is_compound(last, "keys", _KEY_STEMS) or last == "pass":
+        return True
+    if _is_compound(last, "token", _TOKEN_STEMS):
+        return words[0] not in _COUNT_WORDS  # ``max_token`` is a limit
+    if last == "tokens":  # a count (``max_tokens``), unless a credential word comes first (``access_tokens``)
+        return len(words) > 1 and words[-2] in _TOKEN_STEMS
+    if _is_compound(last, "tokens", _TOKEN_STEMS):
+        return True  # ``accesstokens``
+    return any(
+        first in ("connection", "conn") and second in ("string", "str", "strings")
+        for first, second in itertools.pairwise(words)
+    )
 
 
 def is_secret_name(name: str) -> bool:
     """Whether a config key names a secret (see the module docstring for the rule)."""
-    key = _norm(name)
-    if key in _SECRET_FIELDS or key.endswith(_SECRET_SUFFIXES):
-        return True
-    return (key == "token" or key.endswith("_token")) and not key.startswith(_COUNT_PREFIXES)
+    return _names_secret(_words(name))
 
 
 def _is_auth_header(name: str) -> bool:
-    key = _norm(name)
-    return any(part in key for part in _AUTH_HEADER_PARTS)
+    if is_secret_name(name):
+        return True
+    lowered = name.lower()
+    return any(part in lowered for part in _AUTH_HEADER_PARTS) or not _AUTH_HEADER_WORDS.isdisjoint(
+        _words(name)
+    )
 
 
 def _is_headers_key(name: str) -> bool:
-    return _norm(name).endswith("headers")
+    words = _words(name)
+    return bool(words) and words[-1] == "headers"
+
+
+def _is_schema(value: Any) -> bool:
+    """A JSON-schema fragment: a dict whose keys are all JSON Schema keywords."""
+    return isinstance(value, Mapping) and all(key in _SCHEMA_KEYWORDS for key in value)
+
+
+# Well-known key formats, each at the start of a word (the look-behind), each of a bounded length except the
+# JWT's first part, whose character class excludes the ``.`` that ends it: linear.
+_KEY_FORMAT_RE = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:"
+    r"sk-[A-Za-z0-9_-]{20}"
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}"
+    r"|gh[pousr]_[A-Za-z0-9]{20}"
+    r"|github_pat_[A-Za-z0-9_]{20}"
+    r"|glpat-[A-Za-z0-9_-]{20}"
+    r"|xox[abeoprs]-[A-Za-z0-9-]{10}"
+    r"|AIza[0-9A-Za-z_-]{35}"
+    r"|ya29\.[A-Za-z0-9_-]{20}"
+    r"|hf_[A-Za-z0-9]{30}"
+    r"|gsk_[A-Za-z0-9]{20}"
+    r"|[sr]k_live_[A-Za-z0-9]{20}"
+    r"|GOCSPX-[A-Za-z0-9_-]{20}"
+    r"|npm_[A-Za-z0-9]{30}"
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8}"
+    r")"
+)
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.")
+# ``Bearer <one word>`` / ``Basic <one word>``: \s and \S are disjoint, so one pass.
+_AUTH_SCHEME_RE = re.compile(r"\s*(bearer|basic)\s+(\S+)\s*", re.IGNORECASE)
+_CONNECTION_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9 ._-]{0,63}")
+
+
+def _url_secret(value: str) -> str | None:
+    """The password, or the value of a secret-named query/fragment parameter, of a URL."""
+    if "://" not in value:
+        return None
+    try:
+        parts = urlsplit(value.strip())
+        password = parts.password
+    except ValueError:
+        return None
+    if password:
+        return password
+    for params in (parts.query, parts.fragment):
+        for pair in params.split("&"):
+            name, sep, item = pair.partition("=")
+            if sep and item and is_secret_name(unquote_plus(name)):
+                return item  # as written in the value
+    return None
+
+
+def _connection_string_secret(value: str) -> str | None:
+    """The value of a secret-named ``Name=value`` part of a ``;``-separated connection string.
+
+    A value without ``;`` counts only as one ``Name=value`` with no space in it (``Password=x``).
+    """
+    if "=" not in value:
+        return None
+    if ";" not in value and any(char.isspace() for char in value.strip()):
+        return None
+    for part in value.split(";"):
+        name, sep, item = part.partition("=")
+        name, item = name.strip(), item.strip()
+        if sep and item and _CONNECTION_NAME_RE.fullmatch(name) and is_secret_name(name):
+            return item
+    return None
+
+
+def _auth_scheme_secret(value: str) -> str | None:
+    match = _AUTH_SCHEME_RE.fullmatch(value)
+    if match is None:
+        return None
+    scheme, credential = match.group(1).lower(), match.group(2)
+    if scheme == "bearer":
+        return credential
+    try:
+        decoded = base64.b64decode(credential, validate=True)
+    except ValueError:
+        return None
+    return credential if b":" in decoded else None
+
+
+def _pem_secret(value: str) -> str | None:
+    start = value.find("-----BEGIN ")
+    if start < 0 or value.find("-----", start + 11) < 0:
+        return None
+    return value
+
+
+def _value_secret(value: str) -> str | None:
+    """The secret a string value carries by its shape (see the module docstring), or ``None``.
+
+    Returns the secret part (a URL's password, a connection string's key, a bearer token...), which may be
+    the whole value.
+    """
+    if not value:
+        return None
+    match = _KEY_FORMAT_RE.search(value)
+    if match is not None:  # the pattern checks a bounded prefix; the key runs to the end of its word
+        end = match.end()
+        while end < len(value) and value[end] in _KEY_CHARS:
+            end += 1
+        return value[match.start() : end]
+    for check in (_url_secret, _auth_scheme_secret, _pem_secret, _connection_string_secret):
+        found = check(value)
+        if found:
+            return found
+    return None
 
 
 def env_names_for(api_type: str | None, field: str, *, custom_client: bool = False) -> tuple[str, ...]:
@@ -237,15 +560,6 @@ def _scope(index: int, entry: Mapping[str, Any]) -> _Scope:
 # --------------------------------------------------------------------------------------------- redaction
 
 
-def _url_password(value: str) -> str | None:
-    if "@" not in value or "://" not in value:
-        return None
-    try:
-        return urlsplit(value).password or None
-    except ValueError:
-        return None
-
-
 class _Redactor:
     """One pass over a config: builds the redacted copy and collects the secret strings it removed."""
 
@@ -269,28 +583,55 @@ class _Redactor:
             for item in value:
                 self.collect(item, depth + 1)
 
-    def _is_secret(self, key: str, value: Any, in_headers: bool) -> bool:
+    def _is_secret(self, key: str, value: Any, in_headers: bool, schema_names: bool) -> bool:
         if value is None or isinstance(value, bool) or (isinstance(value, str) and not value):
             return False
         if isinstance(value, (SecretStr, SecretBytes)):
             return True
-        if _norm(key) == "azure_ad_token_provider" and value == "DEFAULT":
+        if (
+            _words(key) == ("azure", "ad", "token", "provider")
+            and isinstance(value, str)
+            and value == "DEFAULT"
+        ):
             return False
+        if schema_names and _is_schema(value):
+            return False  # the schema of a field named ``key`` (a tool parameter), not a secret
         return (in_headers and _is_auth_header(key)) or is_secret_name(key)
 
-    def field(self, key: str, path: str, value: Any, scope: _Scope, *, in_headers: bool, depth: int) -> Any:
+    def _marker(self, path: str, scope: _Scope) -> dict[str, str]:
+        restore = restore_from_for(scope.api_type, path, custom_client=scope.custom_client)
+        return {REDACTED_KEY: path, RESTORE_FROM_KEY: restore}
+
+    def field(
+        self,
+        key: str,
+        path: str,
+        value: Any,
+        scope: _Scope,
+        *,
+        in_headers: bool,
+        depth: int,
+        schema_names: bool = False,
+    ) -> Any:
         """The redacted form of ``value`` stored under ``key`` at ``path`` (relative to its entry)."""
-        if self._is_secret(key, value, in_headers):
+        if self._is_secret(key, value, in_headers, schema_names):
             self.collect(value)
-            restore = restore_from_for(scope.api_type, path, custom_client=scope.custom_client)
-            return {REDACTED_KEY: path, RESTORE_FROM_KEY: restore}
+            return self._marker(path, scope)
         if isinstance(value, str):
-            password = _url_password(value)
-            if password is not None:
-                self.collect(password)
+            found = _value_secret(value)
+            if found is not None:
+                self.collect(found)
                 self.collect(value)
-                return {REDACTED_KEY: path, RESTORE_FROM_KEY: RESTORE_FROM_USER}
+                return self._marker(path, scope)
             return str(value)
+        if isinstance(value, Mapping):
+            secret_keys = [k for k in value if isinstance(k, str) and _value_secret(k) is not None]
+            if secret_keys:  # a secret used as a key: the whole dict goes
+                for secret_key in secret_keys:
+                    self.collect(_value_secret(secret_key))
+                    self.collect(secret_key)
+                self.collect(value)
+                return self._marker(path, scope)
         return self.value(key, path, value, scope, depth=depth)
 
     def value(self, key: str, path: str, value: Any, scope: _Scope, *, depth: int) -> Any:
@@ -309,7 +650,14 @@ class _Redactor:
         if isinstance(value, BaseModel):
             return self.value(key, path, value.model_dump(), scope, depth=depth + 1)
         if isinstance(value, Mapping):
-            return self.mapping(value, path + ".", scope, in_headers=_is_headers_key(key), depth=depth + 1)
+            return self.mapping(
+                value,
+                path + ".",
+                scope,
+                in_headers=_is_headers_key(key),
+                depth=depth + 1,
+                schema_names=key in _SCHEMA_NAME_KEYS,
+            )
         if isinstance(value, (list, tuple)):
             return [
                 self.field(key, f"{path}.{i}", item, scope, in_headers=False, depth=depth + 1)
@@ -318,14 +666,23 @@ class _Redactor:
         return unserializable_marker(value)
 
     def mapping(
-        self, value: Mapping[Any, Any], prefix: str, scope: _Scope, *, in_headers: bool, depth: int
+        self,
+        value: Mapping[Any, Any],
+        prefix: str,
+        scope: _Scope,
+        *,
+        in_headers: bool,
+        depth: int,
+        schema_names: bool = False,
     ) -> dict[str, Any]:
         if not all(isinstance(k, str) for k in value) or REDACTED_KEY in value or UNSERIALIZABLE_KEY in value:
             # Non-string keys have no JSON form; reserved keys would be read back as markers.
             self.collect(value)
             return unserializable_marker(value)
         return {
-            k: self.field(k, prefix + k, v, scope, in_headers=in_headers, depth=depth)
+            k: self.field(
+                k, prefix + k, v, scope, in_headers=in_headers, depth=depth, schema_names=schema_names
+            )
             for k, v in value.items()
         }
 
