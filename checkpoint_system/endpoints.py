@@ -168,43 +168,39 @@ class EndpointPolicy:
                 return why
         return None
 
-    def _sdk_reads_key(self, entry: Mapping[str, Any], api_type: str | None) -> list[str]:
+    def _sdk_reads_key(self, entry: Mapping[str, Any], api_type: str | None, filled: list[str]) -> list[str]:
         """Environment variables holding a key that the entry's SDK would read because the entry has none."""
         if entry.get("model_client_cls") is not None:
             return []
         names = []
         for field in _SDK_ENV_FIELDS:
-            if entry.get(field):
+            value = entry.get(field)
+            if (isinstance(value, str) and value) or field in filled:
                 continue
             names += [n for n in env_names_for(api_type, field) if self.environ.get(n) or os.environ.get(n)]
         return names
 
-    def check(
-        self,
-        owner: str,
-        redacted: Any,
-        restored: Any,
-        missing: Iterable[MissingSecret],
-    ) -> list[str]:
+    def check(self, owner: str, redacted: Any, missing: Iterable[MissingSecret]) -> list[str]:
         """Refuse untrusted endpoints that would get a credential; describe every endpoint of the config.
 
-        ``redacted`` is the config as stored, ``restored`` the same with secrets filled, ``missing`` the
-        markers that stayed empty. Raises ``UntrustedEndpointError``; returns one line per endpoint.
+        ``redacted`` is the config as stored, ``missing`` the markers that restore left empty. Endpoints are
+        read from the stored config: a URL the user supplied for a redacted field is the user's own.
+        Raises ``UntrustedEndpointError``; returns one line per endpoint.
         """
         unfilled = {(m.entry_index, m.field) for m in missing}
-        top_redacted = redacted if isinstance(redacted, dict) and "config_list" in redacted else {}
-        top_restored = restored if isinstance(restored, dict) and "config_list" in restored else {}
-        top_filled = [p for p in _marker_paths(top_redacted) if (TOP_LEVEL, p) not in unfilled]
-        top_filled = [p for p in top_filled if not p.startswith("config_list")]
-        stored_entries = dict(_entries(redacted))
+        top = redacted if isinstance(redacted, dict) and "config_list" in redacted else {}
+        top_filled = [
+            p
+            for p in _marker_paths(top)
+            if (TOP_LEVEL, p) not in unfilled and not p.startswith("config_list")
+        ]
         lines: list[str] = []
-        for index, entry in _entries(restored):
+        for index, entry in _entries(redacted):
+            if UNSERIALIZABLE_KEY in entry:  # an entry that was not saved: nothing to call
+                continue
             api_type, where = _describe_entry(index, entry)
-            filled = [
-                p for p in _marker_paths(stored_entries.get(index, {})) if (index, p) not in unfilled
-            ] + top_filled
-            sdk_env = self._sdk_reads_key(entry, api_type)
-            fields = _endpoints_of(top_restored, entry)
+            filled = [p for p in _marker_paths(entry) if (index, p) not in unfilled] + top_filled
+            fields = _endpoints_of(top, entry)
             if not fields:
                 lines += _default_endpoint(owner, where, entry, api_type)
             for field, url in fields.items():
@@ -213,7 +209,8 @@ class EndpointPolicy:
                     lines.append(f"{owner}: {where}.{field} -> {url} ({why})")
                     continue
                 carried = [f"the secret {p!r} filled on restore" for p in filled] + [
-                    f"the key in ${name} (read by the provider SDK)" for name in sdk_env
+                    f"the key in ${name} (read by the provider SDK)"
+                    for name in self._sdk_reads_key(entry, api_type, filled)
                 ]
                 if carried:
                     raise UntrustedEndpointError(

@@ -97,7 +97,7 @@ def restore_llm_config_for(
         secrets=credentials.secrets,
         azure_ad_token_provider=credentials.azure_ad_token_provider,
     )
-    report.endpoints += credentials.endpoints.check(owner, record, config, missing)
+    report.endpoints += credentials.endpoints.check(owner, record, missing)
     if missing:
         report.note(f"{owner}: secrets not supplied:\n{describe_missing(missing)}")
     return config
