@@ -9,6 +9,7 @@ from .errors import (
     InvalidCheckpointError,
     SessionLockedError,
     TerminationCaptureWarning,
+    UnsafePatternError,
     UnsupportedFormatError,
 )
 from .groupchat_manager import CheckpointingGroupChatManager
@@ -80,6 +81,7 @@ __all__ = [
     "SessionStore",
     "TerminationCaptureWarning",
     "TerminationCondition",
+    "UnsafePatternError",
     "UnsupportedFormatError",
     "all_of",
     "any_of",
