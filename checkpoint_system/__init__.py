@@ -10,6 +10,7 @@ from .errors import (
     InvalidCheckpointError,
     SessionLockedError,
     TerminationCaptureWarning,
+    UnsafePatternError,
     UnsupportedFormatError,
 )
 from .groupchat_manager import CheckpointingGroupChatManager
@@ -82,6 +83,7 @@ __all__ = [
     "TerminationCaptureWarning",
     "TerminationCondition",
     "UnknownModelClientError",
+    "UnsafePatternError",
     "UnsupportedFormatError",
     "UntrustedEndpointError",
     "all_of",

@@ -29,6 +29,15 @@ class InvalidCheckpointError(CheckpointError):
     """A checkpoint parses but does not match the schema (missing or mistyped fields, foreign file)."""
 
 
+class UnsafePatternError(InvalidCheckpointError):
+    """A checkpoint's regex termination pattern cannot run in linear time with Python's meaning.
+
+    Patterns from a checkpoint run on RE2 because Python's backtracking ``re`` can take hours on a crafted
+    message; a pattern RE2 cannot run as ``re`` would (lookaround, backreferences, ...) is refused unless the
+    caller trusts the checkpoint (``trust_patterns=True``, CLI ``--trust-patterns``).
+    """
+
+
 class UnsupportedFormatError(CheckpointError):
     """The checkpoint was written by a newer, unknown format version."""
 

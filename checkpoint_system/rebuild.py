@@ -17,7 +17,7 @@ from typing import Any
 from autogen import Agent, AssistantAgent, ConversableAgent, GroupChat, UserProxyAgent
 
 from .endpoints import EndpointPolicy
-from .errors import CheckpointError
+from .errors import CheckpointError, UnsafePatternError
 from .model import AgentState, CheckpointData, GroupChatState
 from .recording import CLIENT_CLASS_NAME as RECORDING_CLIENT_NAME
 from .recording import use_recording
@@ -133,9 +133,18 @@ def register_model_clients(
         agent.register_model_client(cls)  # type: ignore[arg-type]
 
 
-def termination_callable(owner: str, record: dict[str, Any], report: RestoreReport) -> Any:
-    """The termination condition of a record, or None (AG2's default) with a note if it was custom."""
-    condition = termination_from_record(record)
+def termination_callable(
+    owner: str, record: dict[str, Any], report: RestoreReport, *, trust_patterns: bool = False
+) -> Any:
+    """The termination condition of a record, or None (AG2's default) with a note if it was custom.
+
+    Regex patterns run on RE2 (linear time); one that RE2 cannot run as Python's ``re`` would raises
+    ``UnsafePatternError`` naming ``owner``, unless ``trust_patterns`` lets Python's ``re`` run it.
+    """
+    try:
+        condition = termination_from_record(record, trust_patterns=trust_patterns)
+    except UnsafePatternError as exc:
+        raise UnsafePatternError(f"{owner}: {exc.reason}", path=exc.path) from None
     if condition is None and record.get("kind") == "custom":
         report.note(
             f"{owner}: its termination condition was a custom callable ({record.get('qualname', '?')}) that "

@@ -11,6 +11,13 @@ callable. This module offers two things:
   or, when no source exists, from their bytecode -- **without ever calling them**, because calling
   user code can have side effects. What it cannot recognize with certainty is recorded as
   ``"custom"`` (a wrong detection is worse than an honest "custom").
+
+A checkpoint file may come from anyone, so a ``"regex"`` condition rebuilt from one
+(:func:`condition_from_spec`, :func:`termination_from_record`) runs on RE2, whose matching time is linear in
+the message, instead of Python's backtracking ``re`` (where ``(a+)+$`` takes hours on a few dozen characters).
+It still means what it meant to ``re``: see :class:`MatchesRegex` and :mod:`checkpoint_system.linear_regex`.
+A pattern that RE2 cannot run with that meaning is refused with :class:`UnsafePatternError`, unless the
+caller trusts the file (``trust_patterns=True``). Conditions built in the user's own code keep using ``re``.
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 from autogen.code_utils import content_str
 
-from checkpoint_system.errors import InvalidCheckpointError, TerminationCaptureWarning
+from checkpoint_system.errors import InvalidCheckpointError, TerminationCaptureWarning, UnsafePatternError
+from checkpoint_system.linear_regex import LinearPattern, UnsupportedPattern
 
 __all__ = [
     "AllOf",
@@ -42,6 +50,7 @@ __all__ = [
     "EndsWithText",
     "EqualsText",
     "MatchesRegex",
+    "RegexEngine",
     "TerminationCondition",
     "all_of",
     "any_of",
@@ -58,6 +67,10 @@ __all__ = [
 ALLOWED_REGEX_FLAGS: Final[int] = int(re.IGNORECASE | re.MULTILINE | re.DOTALL)
 #: Longest source text kept in a record.
 MAX_SOURCE_CHARS: Final[int] = 2000
+#: Which engine runs a MatchesRegex: Python's ``re`` (the user's own conditions, trusted checkpoints) or RE2
+#: (linear time, for patterns read from a checkpoint).
+RegexEngine: TypeAlias = Literal["re", "re2"]
+_PATTERN_PREVIEW_CHARS: Final = 60
 
 _MAX_SPEC_DEPTH: Final = 32
 _MAX_SPEC_CHILDREN: Final = 256
@@ -243,13 +256,27 @@ class MatchesRegex(TerminationCondition):
 
     Only ``re.IGNORECASE``, ``re.MULTILINE`` and ``re.DOTALL`` are accepted, so a spec stays a
     plain int that means the same thing everywhere.
+
+    ``engine`` says what runs the search. ``"re"`` (the default, for conditions written in the user's
+    own code) is Python's ``re``. ``"re2"`` is what a condition read from a checkpoint gets: the same
+    pattern, read by Python's parser and run on RE2 in time linear in the message. It answers as ``re``
+    would for every message (``\\w``, ``\\d``, ``\\s`` and ``\\b`` stay Unicode, ``$`` still matches
+    before a final newline, IGNORECASE folds case as ``re`` does). A pattern for which that cannot be
+    guaranteed (lookaround, backreferences, ``\\b`` beside something that may or may not be a word
+    character, ``$`` followed by more pattern, ...) raises
+    :class:`~checkpoint_system.linear_regex.UnsupportedPattern`, a ``ValueError``. The rules are in
+    :mod:`checkpoint_system.linear_regex`.
+
+    The engine is not part of the condition's identity: ``to_spec()``, equality and hashing ignore it, so a
+    condition restored from a checkpoint saves the very spec it was read from and equals the user's original.
     """
 
     pattern: str
     flags: int = 0
     raw_content: bool = False
+    engine: RegexEngine = field(default="re", compare=False, kw_only=True)
     kind: ClassVar[str] = "regex"
-    _compiled: re.Pattern[str] = field(init=False, repr=False, compare=False, hash=False)
+    _compiled: re.Pattern[str] | LinearPattern = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         _require_str(self.pattern, "MatchesRegex.pattern", allow_empty=True)
@@ -262,12 +289,24 @@ class MatchesRegex(TerminationCondition):
                 f"({ALLOWED_REGEX_FLAGS})"
             )
         _require_bool(self.raw_content, "MatchesRegex.raw_content")
+        if self.engine not in ("re", "re2"):
+            raise ValueError(f"MatchesRegex.engine must be 're' or 're2', got {self.engine!r}")
         object.__setattr__(self, "flags", flags)
-        object.__setattr__(self, "_compiled", re.compile(self.pattern, flags))  # re.error if invalid
+        # re.error if invalid; on RE2 also UnsupportedPattern when it cannot run the pattern with re's meaning
+        compiled: re.Pattern[str] | LinearPattern
+        if self.engine == "re":
+            compiled = re.compile(self.pattern, flags)
+        else:
+            compiled = LinearPattern(self.pattern, flags)
+        object.__setattr__(self, "_compiled", compiled)
 
     def __call__(self, message: dict[str, Any]) -> bool:
         content = _message_text(message, self.raw_content)
-        return content is not None and self._compiled.search(content) is not None
+        if content is None:
+            return False
+        if isinstance(self._compiled, LinearPattern):
+            return self._compiled.search(content)
+        return self._compiled.search(content) is not None
 
     def to_spec(self) -> dict[str, Any]:
         return {
@@ -377,6 +416,15 @@ def _spec_error(where: str, problem: str) -> InvalidCheckpointError:
     return InvalidCheckpointError(f"invalid termination spec at {where}: {problem}")
 
 
+def _unsafe_pattern(where: str, pattern: str, exc: UnsupportedPattern) -> UnsafePatternError:
+    return UnsafePatternError(
+        f"termination pattern {_preview(pattern)} at {where} is not run from a checkpoint: {exc.reason} "
+        "cannot be matched in linear time (RE2) with the meaning it has for Python's re, and re can take "
+        "hours on a crafted message. If you trust this checkpoint, pass trust_patterns=True "
+        "(CLI: --trust-patterns) to run it with Python's re."
+    )
+
+
 def _read_fields(spec: dict[str, Any], where: str, table: _FieldTable) -> dict[str, Any]:
     extra = sorted(str(key) for key in spec if key != "kind" and key not in table)
     if extra:
@@ -402,11 +450,13 @@ def _build(
 ) -> TerminationCondition:
     try:
         return factory(**values)
+    except UnsupportedPattern:
+        raise  # not invalid, only unsafe to run: the regex reader explains
     except (TypeError, ValueError, re.error, RecursionError) as exc:
         raise _spec_error(where, str(exc)) from None
 
 
-def _read_contains(spec: dict[str, Any], where: str, depth: int) -> TerminationCondition:
+def _read_contains(spec: dict[str, Any], where: str, depth: int, trusted: bool) -> TerminationCondition:
     table: _FieldTable = {
         "text": (str, _REQUIRED),
         "case_sensitive": (bool, True),
@@ -415,7 +465,7 @@ def _read_contains(spec: dict[str, Any], where: str, depth: int) -> TerminationC
     return _build(where, ContainsText, _read_fields(spec, where, table))
 
 
-def _read_endswith(spec: dict[str, Any], where: str, depth: int) -> TerminationCondition:
+def _read_endswith(spec: dict[str, Any], where: str, depth: int, trusted: bool) -> TerminationCondition:
     table: _FieldTable = {
         "text": (str, _REQUIRED),
         "case_sensitive": (bool, True),
@@ -425,7 +475,7 @@ def _read_endswith(spec: dict[str, Any], where: str, depth: int) -> TerminationC
     return _build(where, EndsWithText, _read_fields(spec, where, table))
 
 
-def _read_equals(spec: dict[str, Any], where: str, depth: int) -> TerminationCondition:
+def _read_equals(spec: dict[str, Any], where: str, depth: int, trusted: bool) -> TerminationCondition:
     table: _FieldTable = {
         "text": (str, _REQUIRED),
         "case_sensitive": (bool, True),
@@ -435,34 +485,46 @@ def _read_equals(spec: dict[str, Any], where: str, depth: int) -> TerminationCon
     return _build(where, EqualsText, _read_fields(spec, where, table))
 
 
-def _read_regex(spec: dict[str, Any], where: str, depth: int) -> TerminationCondition:
+def _preview(pattern: str) -> str:
+    if len(pattern) <= _PATTERN_PREVIEW_CHARS:
+        return repr(pattern)
+    return f"{pattern[:_PATTERN_PREVIEW_CHARS]!r}... ({len(pattern)} characters)"
+
+
+def _read_regex(spec: dict[str, Any], where: str, depth: int, trusted: bool) -> TerminationCondition:
     table: _FieldTable = {"pattern": (str, _REQUIRED), "flags": (int, 0), "raw_content": (bool, False)}
     values = _read_fields(spec, where, table)
     flags = values["flags"]
     if flags < 0 or flags & ~ALLOWED_REGEX_FLAGS:
         raise _spec_error(where, f"regex flags {flags} outside IGNORECASE|MULTILINE|DOTALL")
-    return _build(where, MatchesRegex, values)
+    engine: RegexEngine = "re" if trusted else "re2"
+    try:
+        return _build(where, MatchesRegex, {**values, "engine": engine})
+    except UnsupportedPattern as exc:  # _build lets it through
+        raise _unsafe_pattern(where, values["pattern"], exc) from None
 
 
-def _read_children(spec: dict[str, Any], where: str, depth: int) -> list[TerminationCondition]:
+def _read_children(spec: dict[str, Any], where: str, depth: int, trusted: bool) -> list[TerminationCondition]:
     values = _read_fields(spec, where, {"conditions": (list, _REQUIRED)})
     children = values["conditions"]
     if not children:
         raise _spec_error(where, "'conditions' must not be empty")
     if len(children) > _MAX_SPEC_CHILDREN:
         raise _spec_error(where, f"more than {_MAX_SPEC_CHILDREN} conditions")
-    return [_read_spec(child, f"{where}.conditions[{i}]", depth + 1) for i, child in enumerate(children)]
+    return [
+        _read_spec(child, f"{where}.conditions[{i}]", depth + 1, trusted) for i, child in enumerate(children)
+    ]
 
 
-def _read_any_of(spec: dict[str, Any], where: str, depth: int) -> TerminationCondition:
-    return AnyOf(*_read_children(spec, where, depth))
+def _read_any_of(spec: dict[str, Any], where: str, depth: int, trusted: bool) -> TerminationCondition:
+    return AnyOf(*_read_children(spec, where, depth, trusted))
 
 
-def _read_all_of(spec: dict[str, Any], where: str, depth: int) -> TerminationCondition:
-    return AllOf(*_read_children(spec, where, depth))
+def _read_all_of(spec: dict[str, Any], where: str, depth: int, trusted: bool) -> TerminationCondition:
+    return AllOf(*_read_children(spec, where, depth, trusted))
 
 
-_READERS: Final[dict[str, Callable[[dict[str, Any], str, int], TerminationCondition]]] = {
+_READERS: Final[dict[str, Callable[[dict[str, Any], str, int, bool], TerminationCondition]]] = {
     ContainsText.kind: _read_contains,
     EndsWithText.kind: _read_endswith,
     EqualsText.kind: _read_equals,
@@ -472,7 +534,7 @@ _READERS: Final[dict[str, Callable[[dict[str, Any], str, int], TerminationCondit
 }
 
 
-def _read_spec(spec: object, where: str, depth: int) -> TerminationCondition:
+def _read_spec(spec: object, where: str, depth: int, trusted: bool) -> TerminationCondition:
     if depth > _MAX_SPEC_DEPTH:
         raise _spec_error(where, f"nested deeper than {_MAX_SPEC_DEPTH} levels")
     if not isinstance(spec, dict):
@@ -483,27 +545,31 @@ def _read_spec(spec: object, where: str, depth: int) -> TerminationCondition:
     reader = _READERS.get(kind)
     if reader is None:
         raise _spec_error(where, f"unknown kind {kind[:80]!r}")
-    return reader(spec, where, depth)
+    return reader(spec, where, depth, trusted)
 
 
-def condition_from_spec(spec: dict[str, Any]) -> TerminationCondition:
+def condition_from_spec(spec: dict[str, Any], *, trust_patterns: bool = False) -> TerminationCondition:
     """Rebuild a condition from :meth:`TerminationCondition.to_spec` output (nothing is evaluated).
 
-    Raises :class:`InvalidCheckpointError` for unknown kinds, unexpected or mistyped fields, invalid
-    regexes and disallowed regex flags.
+    Regex conditions run on RE2 (linear time, ``engine="re2"``) unless ``trust_patterns`` is true, when they
+    run on Python's ``re`` like the user's own conditions. Raises :class:`InvalidCheckpointError` for unknown
+    kinds, unexpected or mistyped fields, invalid regexes and disallowed regex flags, and its subclass
+    :class:`UnsafePatternError` for a valid regex that RE2 cannot run with Python's meaning (untrusted only).
     """
-    return _read_spec(spec, "termination", 0)
+    return _read_spec(spec, "termination", 0, trust_patterns)
 
 
 _RECORD_META_KEYS: Final = frozenset({"detected_from", "source"})
 _DETECTED_FROM: Final = frozenset({"ag2_default", "source", "bytecode"})
 
 
-def termination_from_record(record: dict[str, Any]) -> TerminationCondition | None:
+def termination_from_record(
+    record: dict[str, Any], *, trust_patterns: bool = False
+) -> TerminationCondition | None:
     """Rebuild the condition of a :func:`describe_termination` record.
 
     Returns None for ``"none"`` and for ``"custom"``: the caller decides how to report a callable
-    that has to be supplied again.
+    that has to be supplied again. ``trust_patterns`` as for :func:`condition_from_spec`.
     """
     if not isinstance(record, dict):
         raise _spec_error("termination", f"expected an object, got {type(record).__name__}")
@@ -515,7 +581,8 @@ def termination_from_record(record: dict[str, Any]) -> TerminationCondition | No
         raise _spec_error("termination", f"unknown detected_from {str(detected)[:80]!r}")
     if "source" in record and type(record["source"]) is not str:
         raise _spec_error("termination", "'source' must be a string")
-    return condition_from_spec({key: value for key, value in record.items() if key not in _RECORD_META_KEYS})
+    spec = {key: value for key, value in record.items() if key not in _RECORD_META_KEYS}
+    return condition_from_spec(spec, trust_patterns=trust_patterns)
 
 
 # --------------------------------------------------------------------------------------------------
