@@ -93,6 +93,11 @@ def add_continue_arguments(parser: argparse.ArgumentParser) -> None:
         "(repeatable; provider defaults and OPENAI_BASE_URL/AZURE_OPENAI_ENDPOINT are trusted already)",
     )
     parser.add_argument(
+        "--trust-patterns",
+        action="store_true",
+        help="run the checkpoint's termination regexes with Python's re (default: RE2, linear time)",
+    )
+    parser.add_argument(
         "--on-mismatch", choices=("refuse", "proceed"), default="refuse", help="when factory agents differ"
     )
     parser.add_argument("--force", action="store_true", help="continue even if the last message terminates")
@@ -109,6 +114,7 @@ def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | N
         on_mismatch=args.on_mismatch,
         model_clients=model_clients,
         trusted_endpoints=args.trust_endpoint,
+        trust_patterns=args.trust_patterns,
     )
     changes = interventions_from_args(args)
     if args.use_async:

@@ -162,6 +162,7 @@ def build_agent(
     model_clients: Mapping[str, type],
     report: RestoreReport,
     work_dir: Callable[[], Path],
+    trust_patterns: bool = False,
 ) -> ConversableAgent:
     """A fresh agent with the saved configuration (histories are applied separately).
 
@@ -196,7 +197,7 @@ def build_agent(
         "description": state.description,
         "llm_config": llm_config if llm_config is not None else False,
         "is_termination_msg": termination_callable(
-            f"agent {state.name!r}", state.termination_pattern, report
+            f"agent {state.name!r}", state.termination_pattern, report, trust_patterns=trust_patterns
         ),
         "code_execution_config": code_execution,
         "human_input_mode": state.human_input_mode,

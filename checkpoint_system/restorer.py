@@ -7,6 +7,7 @@ session is never written to.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import os
@@ -153,6 +154,9 @@ class CheckpointRestorer:
             file may send credentials to, besides the providers' public endpoints and those set in the
             environment (``OPENAI_BASE_URL``, ``AZURE_OPENAI_ENDPOINT``, ...). A file naming any other
             endpoint for a config that would carry a credential is refused with ``UntrustedEndpointError``.
+        trust_patterns: run termination regexes read from the checkpoint with Python's ``re``. By default
+            they run on RE2 (linear time, with ``re``'s meaning), and a pattern RE2 cannot run that way is
+            refused with ``UnsafePatternError``: a crafted pattern could otherwise hang the restore.
         model_clients: custom model client classes by name (``model_client_cls`` in the saved configs).
         groupchat_overrides, manager_overrides: keyword arguments that replace saved settings, e.g. a custom
             ``speaker_selection_method`` or the manager's ``is_termination_msg``.
@@ -171,11 +175,13 @@ class CheckpointRestorer:
         groupchat_overrides: Mapping[str, Any] | None = None,
         manager_overrides: Mapping[str, Any] | None = None,
         trusted_endpoints: Iterable[str] = (),
+        trust_patterns: bool = False,
     ) -> None:
         if on_mismatch not in ("refuse", "proceed"):
             raise ValueError("on_mismatch must be 'refuse' or 'proceed'")
         self.agent_factory = agent_factory
         self.allow_code_execution = allow_code_execution
+        self.trust_patterns = trust_patterns
         self.on_mismatch = on_mismatch
         self.credentials = Credentials(
             environ, secrets, azure_ad_token_provider, EndpointPolicy(trusted_endpoints, environ)
@@ -207,6 +213,7 @@ class CheckpointRestorer:
                 model_clients=self.model_clients,
                 report=report,
                 work_dir=functools.partial(_work_dir, work_dir),
+                trust_patterns=self.trust_patterns,
             )
             for state in states
         ]
@@ -270,42 +277,49 @@ class CheckpointRestorer:
                 else new_continuation_dir(session_dir_of(reference.path))
             )
             directory.mkdir(parents=True, exist_ok=True)
+        created: CheckpointManager | None = None
         try:
             agents, factory_groupchat = self._agents_for(checkpoint, report, directory)
+            if reference.path is not None:
+                assert directory is not None
+                parent_ref = os.path.relpath(reference.path.resolve(), directory.resolve())
+                target = {"session_dir": directory}
+            else:
+                session_id = new_continuation_session_id(reference.store, reference.session_id)
+                parent_ref = where
+                target = {"store": reference.store, "session_id": session_id}
+            lineage = {
+                "parent_checkpoint_id": original.checkpoint_id,
+                "parent_checkpoint_path": parent_ref,
+                "parent_session_id": reference.session_id,
+            }
+            checkpoint_manager = created = CheckpointManager(
+                **target,
+                parent_checkpoint_id=original.checkpoint_id,
+                problem_context=str(checkpoint.metadata.get("problem_context") or ""),
+                metadata={"continuation_of": lineage},
+                checkpoint_metadata={
+                    # the parent's own metadata (e.g. which example made it) carries over to the branch
+                    **{k: v for k, v in original.metadata.items() if k not in _PER_CHECKPOINT_METADATA},
+                    "continuation_of": lineage,
+                    **({"interventions": [c.to_record() for c in changes]} if changes else {}),
+                },
+            )
+            groupchat = self._groupchat_for(checkpoint, agents, factory_groupchat)
+            manager = self._manager_for(checkpoint, checkpoint_manager, groupchat, report)
+            all_agents = list(agents)
+            manager.load_checkpoint_state(checkpoint, all_agents)
         except BaseException:
+            # A refused restore leaves no branch behind: the directory (or store session) is ours, made above.
+            if created is not None:
+                with contextlib.suppress(Exception):
+                    created.close()
             if directory is not None and not continuation_dir:
-                # ours, created just above: a failed restore leaves no empty branch behind
                 shutil.rmtree(directory, ignore_errors=True)
+            elif created is not None and reference.path is None:
+                with contextlib.suppress(CheckpointError):
+                    reference.store.delete_session(created.session_id)
             raise
-        if reference.path is not None:
-            assert directory is not None
-            parent_ref = os.path.relpath(reference.path.resolve(), directory.resolve())
-            target = {"session_dir": directory}
-        else:
-            session_id = new_continuation_session_id(reference.store, reference.session_id)
-            parent_ref = where
-            target = {"store": reference.store, "session_id": session_id}
-        lineage = {
-            "parent_checkpoint_id": original.checkpoint_id,
-            "parent_checkpoint_path": parent_ref,
-            "parent_session_id": reference.session_id,
-        }
-        checkpoint_manager = CheckpointManager(
-            **target,
-            parent_checkpoint_id=original.checkpoint_id,
-            problem_context=str(checkpoint.metadata.get("problem_context") or ""),
-            metadata={"continuation_of": lineage},
-            checkpoint_metadata={
-                # the parent's own metadata (e.g. which example made it) carries over to the branch
-                **{k: v for k, v in original.metadata.items() if k not in _PER_CHECKPOINT_METADATA},
-                "continuation_of": lineage,
-                **({"interventions": [c.to_record() for c in changes]} if changes else {}),
-            },
-        )
-        groupchat = self._groupchat_for(checkpoint, agents, factory_groupchat)
-        manager = self._manager_for(checkpoint, checkpoint_manager, groupchat, report)
-        all_agents = list(agents)
-        manager.load_checkpoint_state(checkpoint, all_agents)
         restored = RestoredChat(
             checkpoint,
             reference,
@@ -513,7 +527,10 @@ class CheckpointRestorer:
             kwargs["max_consecutive_auto_reply"] = state.max_consecutive_auto_reply
         if "is_termination_msg" not in self.manager_overrides:
             kwargs["is_termination_msg"] = termination_callable(
-                f"manager {state.name!r}", state.termination_pattern, report
+                f"manager {state.name!r}",
+                state.termination_pattern,
+                report,
+                trust_patterns=self.trust_patterns,
             )
         kwargs.update(self.manager_overrides)
         manager = CheckpointingGroupChatManager(

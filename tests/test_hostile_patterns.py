@@ -24,6 +24,7 @@ import re2
 from autogen import GroupChat
 from scenarios import Scenario, all_scenarios
 
+import checkpoint_system.cli as checkpoint_cli
 from checkpoint_system import (
     CheckpointData,
     CheckpointingGroupChatManager,
@@ -293,6 +294,18 @@ def test_restore_refuses_a_lookaround_manager_pattern(confined: Confined) -> Non
     message = str(caught.value)
     assert message.startswith("manager 'chat_manager': termination pattern 'DONE(?!\\\\w)'")
     assert "trust_patterns=True" in message
+    # The refused restore left no continuation behind; trusting the file runs the pattern with re.
+    assert not list((confined.root / "hostile").glob("continuation_*"))
+    trusted = CheckpointRestorer(agent_factory=_factory, trust_patterns=True).restore(path)
+    trusted.checkpoint_manager.close()
+    condition = trusted.manager._is_termination_msg
+    assert isinstance(condition, MatchesRegex) and condition.engine == "re"
+    assert condition({"content": "DONE."}) is True and condition({"content": "DONEX"}) is False
+    # The CLI refuses the same (exit 2, the flag named) and takes --trust-patterns.
+    factory = "test_hostile_patterns:_factory"
+    assert checkpoint_cli.main(["continue", str(path), "--factory", factory, "--rounds", "1"]) == 2
+    arguments = ["continue", str(path), "--factory", factory, "--rounds", "1", "--trust-patterns"]
+    assert checkpoint_cli.main(arguments) == 0
 
 
 def test_agent_patterns_rebuilt_from_a_file_run_on_re2(confined: Confined) -> None:
