@@ -2,6 +2,7 @@
 
 from .checkpoint_manager import CheckpointManager, default_session_dir
 from .errors import (
+    CheckpointAccessError,
     CheckpointError,
     CheckpointNotFoundError,
     CheckpointSaveError,
@@ -10,6 +11,7 @@ from .errors import (
     SessionLockedError,
     TerminationCaptureWarning,
     UnsupportedFormatError,
+    UnsupportedStoreError,
 )
 from .groupchat_manager import CheckpointingGroupChatManager
 from .intervention import Intervention, InterventionError
@@ -53,6 +55,7 @@ from .termination import (
 __all__ = [
     "FORMAT_VERSION",
     "AgentState",
+    "CheckpointAccessError",
     "CheckpointData",
     "CheckpointError",
     "CheckpointManager",
@@ -81,6 +84,7 @@ __all__ = [
     "TerminationCaptureWarning",
     "TerminationCondition",
     "UnsupportedFormatError",
+    "UnsupportedStoreError",
     "all_of",
     "any_of",
     "checkpoint_json_schema",
