@@ -738,6 +738,10 @@ class LogReplay:
                 raise CorruptCheckpointError(
                     f"session log has a malformed record: {exc!r}", path=path
                 ) from exc
+        except MemoryError as exc:
+            raise CorruptCheckpointError(
+                "session log does not fit in memory (damaged, or expands without bound)", path=path
+            ) from exc
         finally:
             if collecting:
                 gc.enable()

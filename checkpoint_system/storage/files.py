@@ -83,6 +83,16 @@ _NO_LINK_ERRNOS = frozenset(
 )
 
 
+def usable_path(path: str | Path) -> Path:
+    """``path`` as a ``Path``; one holding a NUL character (which no OS call accepts) is a
+    ``CheckpointNotFoundError`` here, not a ``ValueError`` from whichever call meets it first."""
+    if "\0" in os.fspath(path):
+        raise CheckpointNotFoundError(
+            "not a usable path (it holds a NUL character)", path=repr(os.fspath(path))
+        )
+    return Path(path)
+
+
 def checkpoint_file_name(step_number: int, context: str, timestamp: str) -> str:
     """``checkpoint_<step>_<context>_<YYYYMMDD_HHMMSS_ffffff>.json`` from an ISO timestamp.
 
@@ -290,7 +300,7 @@ class FileSessionStore:
     ) -> None:
         if durability not in ("crash", "fsync"):
             raise ValueError(f"durability must be 'crash' or 'fsync', not {durability!r}")
-        self.root = Path(session_dir)
+        self.root = usable_path(session_dir)
         self._session_id = session_id or self.root.name
         self.checkpoint_dir = self.root / CHECKPOINT_DIR
         self.durability = durability
@@ -780,13 +790,13 @@ def read_regular_file(path: Path, *, what: str = "checkpoint file", limit: int =
     ``CorruptCheckpointError`` (refused before it is read).
     """
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(usable_path(path), _READ_FLAGS)
+    except CheckpointError:  # a NUL character (CheckpointNotFoundError is a FileNotFoundError too)
+        raise
     except FileNotFoundError as exc:
         raise CheckpointNotFoundError(f"{what} does not exist", path=path) from exc
     except OSError as exc:
         raise from_os_error(exc, f"cannot open the {what}", path) from exc
-    except ValueError as exc:  # an embedded NUL character
-        raise CheckpointNotFoundError(f"not a usable path ({exc})", path=repr(str(path))) from exc
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -856,7 +866,7 @@ class FileStore:
     """A directory of session directories (continuations are nested: ``<session>/continuation_...``)."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = usable_path(root)
 
     @property
     def url(self) -> str:

@@ -342,6 +342,10 @@ class SqliteStore:
     """
 
     def __init__(self, path: str | Path) -> None:
+        if "\0" in os.fspath(path):
+            raise CheckpointNotFoundError(
+                "not a usable database path (it holds a NUL character)", path=repr(os.fspath(path))
+            )
         self.path = Path(path).expanduser().absolute()
         self._url = f"sqlite:///{self.path.as_posix()}"
         self._lock = threading.RLock()
