@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointNotFoundError, UnsupportedStoreError, from_os_error
 from ..model import CheckpointData
-from .files import CHECKPOINT_DIR, FileSessionStore, FileStore, export_checkpoint, read_checkpoint_file
+from .files import (
+    CHECKPOINT_DIR,
+    FileSessionStore,
+    FileStore,
+    export_checkpoint,
+    read_checkpoint_file,
+    usable_path,
+)
 from .protocol import CheckpointStore, Durability, SessionStore
 from .sqlite import SqliteSessionStore, SqliteStore
 from .transfer import TransferReport, copy_session, export_session, import_session
@@ -109,7 +116,8 @@ def load_reference(reference: str | Path, store: CheckpointStore | str | None = 
             if isinstance(opened_store, FileStore):  # file:///path/to/checkpoint.json
                 return load_reference(opened_store.root)
             raise CheckpointNotFoundError(
-                "a store URL alone names no checkpoint: use <url>#<session>/<checkpoint id>", path=text
+                "a store URL alone names no checkpoint: use <url>#<session>/<checkpoint id>",
+                path=opened_store.url,  # without a password
             )
         store, text = opened_store, fragment
     if store is not None:
@@ -118,15 +126,13 @@ def load_reference(reference: str | Path, store: CheckpointStore | str | None = 
         if not session_id:
             session_id = opened.find_checkpoint(checkpoint_id)
         return CheckpointReference(opened, session_id, checkpoint_id)
-    path = Path(reference)
+    path = usable_path(reference)
     try:
         os.stat(path)
     except FileNotFoundError as exc:
         raise CheckpointNotFoundError("checkpoint file does not exist", path=path) from exc
     except OSError as exc:
         raise from_os_error(exc, "cannot look up the checkpoint file", path) from exc
-    except ValueError as exc:  # an embedded NUL
-        raise CheckpointNotFoundError(f"not a usable path: {exc}", path=repr(str(path))) from exc
     parent = path.resolve().parent
     session_dir = parent.parent if parent.name == CHECKPOINT_DIR else parent
     return CheckpointReference(FileStore(session_dir.parent), session_dir.name, path.stem, path)
