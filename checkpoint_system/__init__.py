@@ -3,6 +3,7 @@
 from .checkpoint_manager import CheckpointManager, default_session_dir
 from .endpoints import UntrustedEndpointError
 from .errors import (
+    CheckpointAccessError,
     CheckpointError,
     CheckpointNotFoundError,
     CheckpointSaveError,
@@ -12,6 +13,7 @@ from .errors import (
     TerminationCaptureWarning,
     UnsafePatternError,
     UnsupportedFormatError,
+    UnsupportedStoreError,
 )
 from .groupchat_manager import CheckpointingGroupChatManager
 from .intervention import Intervention, InterventionError
@@ -55,6 +57,7 @@ from .termination import (
 __all__ = [
     "FORMAT_VERSION",
     "AgentState",
+    "CheckpointAccessError",
     "CheckpointData",
     "CheckpointError",
     "CheckpointManager",
@@ -85,6 +88,7 @@ __all__ = [
     "UnknownModelClientError",
     "UnsafePatternError",
     "UnsupportedFormatError",
+    "UnsupportedStoreError",
     "UntrustedEndpointError",
     "all_of",
     "any_of",

@@ -59,8 +59,11 @@ class CheckpointManager:
         durability: ``"crash"`` (default) survives a killed process; ``"fsync"`` also survives power loss,
             at the cost of a device flush per checkpoint.
         on_save_error: ``"raise"`` (default) stops the chat with ``CheckpointSaveError`` when a checkpoint
-            cannot be written; ``"warn"`` logs a warning, records the failure in ``session_metadata.json``
-            and lets the chat go on (the next successful checkpoint is complete again).
+            or a session document cannot be written; ``"warn"`` emits a ``RuntimeWarning``, records a failed
+            checkpoint under ``failed_saves`` in ``session_metadata.json`` and lets the chat go on (the next
+            successful checkpoint is complete again). Either way a session document that could not be
+            written (a full disk) is written again after the next successful save, by ``flush()`` and by
+            ``close()``, so the metadata ends up telling the truth once there is room.
         parent_checkpoint_id: lineage of the first checkpoint (set for continuations).
         problem_context: a description of the task, saved in metadata and ``problem_statement.txt``.
         metadata: extra fields for ``session_metadata.json``.
@@ -102,6 +105,11 @@ class CheckpointManager:
         self.problem_context = problem_context
         self.last_checkpoint_id: str | None = parent_checkpoint_id
         self.failed_saves: list[dict[str, Any]] = []
+        #: session documents whose last write failed, by name (the metadata is written as it is by then):
+        #: written again after the next successful save, by ``flush()`` and by ``close()``
+        self._unwritten: dict[str, Any] = {}
+        #: ``save_checkpoints_metadata`` could not list the checkpoints: ``close()`` tries again
+        self._listing_due = False
         self.checkpoint_metadata = dict(checkpoint_metadata or {})
         self._next_step: int | None = None
         self._metadata_written_at = float("-inf")
@@ -202,11 +210,15 @@ class CheckpointManager:
         ``live=True`` tells the store that histories only grew since the previous checkpoint of this
         manager (true while AG2 runs the chat), which keeps the cost per checkpoint flat.
         """
+        try:
+            step_number = self.next_step_number()
+        except CheckpointError as exc:  # the session could not be read: a failed save like any other
+            return self._save_failed(None, context, exc)
         data = self.create_conversation_checkpoint(
             agents,
             manager,
             messages,
-            self.next_step_number(),
+            step_number,
             context,
             groupchat=groupchat,
             round_index=round_index,
@@ -220,7 +232,7 @@ class CheckpointManager:
         try:
             checkpoint_id = self.store.save(data, trusted_prefix=trusted_prefix)
         except CheckpointError as exc:
-            return self._save_failed(data, exc)
+            return self._save_failed(data.step_number, data.context, exc)
         self.last_checkpoint_id = checkpoint_id
         self._next_step = max(self.next_step_number(), data.step_number) + 1
         self._checkpoint_count += 1
@@ -230,6 +242,8 @@ class CheckpointManager:
         self._last_saved_at = time.monotonic()
         if data.context == "conversation_start":
             self._session_metadata["status"] = "running"
+        if self._unwritten:  # there is room again: what a full disk refused before is written first
+            self._write_unwritten()
         # Rewriting the metadata file costs a file creation: while a chat runs keep it current to within a
         # second (the checkpoints themselves are the record; start, end and errors are written at once).
         if (
@@ -239,48 +253,94 @@ class CheckpointManager:
             self.update_session_metadata()
         return checkpoint_id
 
-    def _save_failed(self, data: CheckpointData, exc: CheckpointError) -> str | None:
-        failure = {"step_number": data.step_number, "context": data.context, "error": str(exc)}
+    def _save_failed(self, step_number: int | None, context: str, exc: CheckpointError) -> str | None:
+        failure = {"step_number": step_number, "context": context, "error": str(exc)}
         self.failed_saves.append(failure)
         if self.on_save_error == "raise":
-            raise exc if isinstance(exc, CheckpointSaveError) else CheckpointSaveError(str(exc)) from exc
+            if isinstance(exc, CheckpointSaveError):  # SessionLockedError too: raised as itself
+                raise exc
+            raise CheckpointSaveError(exc.reason, path=exc.path) from exc
         warnings.warn(f"checkpoint not saved: {exc}", RuntimeWarning, stacklevel=3)
-        logger.warning("checkpoint %s (%s) not saved: %s", data.step_number, data.context, exc)
-        with contextlib.suppress(OSError):
-            self.update_session_metadata(failed_saves=self.failed_saves)
+        logger.warning("checkpoint %s (%s) not saved: %s", step_number, context, exc)
+        self._session_metadata.update(failed_saves=self.failed_saves, updated_at=utc_timestamp())
+        self._write_document(SESSION_METADATA, self._session_metadata, quiet=True)
         return None
 
     # -- session documents ----------------------------------------------------------------------------
+    def _write_document(self, name: str, value: Any, *, quiet: bool = False) -> None:
+        """Write a session document; a failure is kept for a later try, then raised or warned about per
+        ``on_save_error`` (``quiet``: neither, the caller reports the failure it is handling)."""
+        try:
+            self.store.write_document(name, value)
+        except CheckpointError as exc:
+            self._unwritten[name] = value
+            if quiet:
+                return
+            if self.on_save_error == "raise":
+                if isinstance(exc, CheckpointSaveError):
+                    raise
+                raise CheckpointSaveError(exc.reason, path=exc.path) from exc
+            warnings.warn(
+                f"session document {name} not written (tried again at the next save, flush or close): {exc}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            logger.warning("session document %s not written: %s", name, exc)
+            return
+        self._unwritten.pop(name, None)
+        if name == SESSION_METADATA:
+            self._metadata_written_at = time.monotonic()
+
+    def _write_unwritten(self) -> CheckpointError | None:
+        """Write the documents whose last write failed again; returns the first failure that remains."""
+        for name in list(self._unwritten):
+            if name == SESSION_METADATA:  # as it is now, not as it was when its write failed
+                self._session_metadata["updated_at"] = utc_timestamp()
+                value = self._session_metadata
+            else:
+                value = self._unwritten[name]
+            try:
+                self.store.write_document(name, value)
+            except CheckpointError as exc:
+                return exc
+            del self._unwritten[name]
+            if name == SESSION_METADATA:
+                self._metadata_written_at = time.monotonic()
+        return None
+
     def update_session_metadata(self, **fields: Any) -> None:
-        """Merge ``fields`` into ``session_metadata.json`` and rewrite it atomically."""
+        """Merge ``fields`` into ``session_metadata.json`` and rewrite it atomically.
+
+        A failed write raises ``CheckpointSaveError`` or warns, per ``on_save_error``; either way the file is
+        written again, as the metadata is by then, after the next successful save, by ``flush()`` and by
+        ``close()``.
+        """
         self._session_metadata.update(fields, updated_at=utc_timestamp())
-        self.store.write_document(SESSION_METADATA, self._session_metadata)
-        self._metadata_written_at = time.monotonic()
+        self._write_document(SESSION_METADATA, self._session_metadata)
 
     def save_checkpoints_metadata(self) -> Path | None:
         """Write ``session_metadata.json`` with the full, ordered list of this session's checkpoints.
 
         Returns the file's path for a session directory (None for a database store).
         """
+        self._listing_due = True  # until the list is in the metadata (close() tries again)
         checkpoints = self.list_checkpoints()
-        self.update_session_metadata(
-            checkpoints=checkpoints,
-            checkpoint_count=len(checkpoints),
-            latest_checkpoint=checkpoints[-1] if checkpoints else None,
-        )
+        self._listing_due = False
+        self.update_session_metadata(**_listing(checkpoints))
         return self.session_dir / SESSION_METADATA if self.session_dir is not None else None
 
     def save_chat_history(self, messages: Sequence[dict[str, Any]]) -> None:
-        """Write the group chat transcript to ``chat_history.json``."""
-        self.store.write_document(CHAT_HISTORY, list(messages))
+        """Write the transcript to ``chat_history.json`` (failures as in ``update_session_metadata``)."""
+        self._write_document(CHAT_HISTORY, list(messages))
 
     def save_problem_statement(self, text: str) -> None:
-        """Write ``problem_statement.txt``."""
-        self.store.write_document(PROBLEM_STATEMENT, text)
+        """Write ``problem_statement.txt`` (failures as in ``update_session_metadata``)."""
+        self._write_document(PROBLEM_STATEMENT, text)
 
     def write_document(self, name: str, value: Any) -> None:
-        """Write another session document (e.g. ``continuation_metadata.json``)."""
-        self.store.write_document(name, value)
+        """Write another session document (e.g. ``continuation_metadata.json``; failures as in
+        ``update_session_metadata``)."""
+        self._write_document(name, value)
 
     def read_document(self, name: str) -> Any:
         """A session document, or None."""
@@ -325,13 +385,43 @@ class CheckpointManager:
 
         The file store creates record files in a helper process (the commit itself is synchronous);
         this waits for them. ``CheckpointSaveError`` if one could not be created (its checkpoint stays
-        committed and the file is rewritten when the session is next opened).
+        committed and the file is rewritten when the session is next opened). Session documents whose
+        write failed are written again too.
         """
-        self.store.flush()
+        try:
+            self.store.flush()
+        finally:
+            if self._unwritten:
+                self._write_unwritten()
 
     def close(self) -> None:
-        """Write pending session metadata, then release the session's writer lock and files."""
+        """Write what is pending, then release the session's writer lock and files.
+
+        Pending: the metadata of the last saves, the checkpoint list a run's end could not write, and every
+        session document a failed write left behind (a full disk that has room again). What still cannot
+        be written is reported with a ``RuntimeWarning``.
+        """
+        if self._listing_due:
+            with contextlib.suppress(CheckpointError):  # waits for (and retries) the record files first
+                self._session_metadata.update(_listing(self.list_checkpoints()))
+                self._listing_due = False
+                self._unwritten[SESSION_METADATA] = None
         if self._checkpoint_count and self._metadata_written_at < self._last_saved_at:
-            with contextlib.suppress(CheckpointError, OSError):
-                self.update_session_metadata()
+            self._unwritten[SESSION_METADATA] = None
+        failure = self._write_unwritten() if self._unwritten else None
+        if failure is not None:
+            warnings.warn(
+                f"session documents not written: {', '.join(sorted(self._unwritten))}: {failure}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.store.close()
+
+
+def _listing(checkpoints: list[str]) -> dict[str, Any]:
+    """The metadata fields that describe a session's checkpoints."""
+    return {
+        "checkpoints": checkpoints,
+        "checkpoint_count": len(checkpoints),
+        "latest_checkpoint": checkpoints[-1] if checkpoints else None,
+    }

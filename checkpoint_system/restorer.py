@@ -74,6 +74,15 @@ def new_continuation_dir(session_dir: Path) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as exc:  # a read-only or foreign session: continue elsewhere (continuation_dir=...)
+            from .errors import from_os_error
+
+            raise from_os_error(
+                exc,
+                "cannot create the continuation directory (pass continuation_dir= to continue elsewhere)",
+                path,
+                writing=True,
+            ) from exc
     raise CheckpointError("could not create a unique continuation directory", path=session_dir)
 
 

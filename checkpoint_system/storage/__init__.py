@@ -11,13 +11,22 @@ needs the ``postgres`` extra; imported on first use). ``transfer.py`` copies ses
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CheckpointNotFoundError
+from ..errors import CheckpointNotFoundError, UnsupportedStoreError, from_os_error
 from ..model import CheckpointData
-from .files import CHECKPOINT_DIR, FileSessionStore, FileStore, export_checkpoint, read_checkpoint_file
+from .files import (
+    CHECKPOINT_DIR,
+    FileSessionStore,
+    FileStore,
+    export_checkpoint,
+    read_checkpoint_file,
+    usable_path,
+)
 from .protocol import CheckpointStore, Durability, SessionStore
 from .sqlite import SqliteSessionStore, SqliteStore
 from .transfer import TransferReport, copy_session, export_session, import_session
@@ -25,17 +34,45 @@ from .transfer import TransferReport, copy_session, export_session, import_sessi
 if TYPE_CHECKING:
     from .postgres import PostgresSessionStore, PostgresStore
 
-_SCHEMES = ("sqlite://", "postgresql://", "postgres://", "file://")
+#: the URL schemes of the backends (``file`` is a directory of sessions)
+SUPPORTED_SCHEMES = ("file", "sqlite", "postgresql", "postgres")
+#: ``scheme://`` at the start of a string (RFC 3986 scheme characters)
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: the password of ``scheme://user:password@host``, left out of error messages
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/@#?]*?:)[^/@#?]*@")
 
 
 def is_store_url(value: str | Path) -> bool:
-    """Whether ``value`` names a store by URL (rather than a plain directory or file path)."""
-    return isinstance(value, str) and value.startswith(_SCHEMES)
+    """Whether ``value`` is a URL (``scheme://...``) rather than a plain directory or file path.
+
+    Any scheme counts, known or not: ``open_store`` refuses the unknown ones instead of taking
+    ``redis://host/0`` for a relative directory.
+    """
+    return isinstance(value, str) and _URL_SCHEME.match(value) is not None
+
+
+def check_store_url(url: str) -> str:
+    """``url`` with its scheme in lower case; ``UnsupportedStoreError`` naming an unknown scheme.
+
+    A plain path (no ``scheme://``) is returned unchanged.
+    """
+    match = _URL_SCHEME.match(url)
+    if match is None:
+        return url
+    scheme = match.group(1).lower()
+    if scheme not in SUPPORTED_SCHEMES:
+        supported = ", ".join(f"{name}://" for name in SUPPORTED_SCHEMES)
+        raise UnsupportedStoreError(
+            f"unsupported store URL scheme {match.group(1)!r}; supported: {supported}, "
+            "or a plain directory path",
+            path=_URL_PASSWORD.sub(r"\1***@", url.partition("#")[0])[:200],
+        )
+    return scheme + url[match.end(1) :]
 
 
 def open_store(url: str | Path) -> CheckpointStore:
-    """The store a URL (or a plain directory path) names."""
-    text = str(url)
+    """The store a URL (or a plain directory path) names; ``UnsupportedStoreError`` for an unknown scheme."""
+    text = check_store_url(url) if isinstance(url, str) else str(url)
     if text.startswith("sqlite://"):
         from .sqlite import SqliteStore
 
@@ -72,19 +109,30 @@ class CheckpointReference:
 def load_reference(reference: str | Path, store: CheckpointStore | str | None = None) -> CheckpointReference:
     """Resolve a checkpoint file path, a ``<url>#<session>/<id>`` reference, or an id within ``store``."""
     text = str(reference)
-    if store is None and is_store_url(text) and "#" in text:
+    if store is None and is_store_url(reference):
         url, _, fragment = text.partition("#")
-        store = open_store(url)
-        text = fragment
+        opened_store = open_store(url)  # an unknown scheme: UnsupportedStoreError
+        if not fragment:
+            if isinstance(opened_store, FileStore):  # file:///path/to/checkpoint.json
+                return load_reference(opened_store.root)
+            raise CheckpointNotFoundError(
+                "a store URL alone names no checkpoint: use <url>#<session>/<checkpoint id>",
+                path=opened_store.url,  # without a password
+            )
+        store, text = opened_store, fragment
     if store is not None:
         opened = open_store(store) if isinstance(store, str) else store
         session_id, _, checkpoint_id = text.rpartition("/")
         if not session_id:
             session_id = opened.find_checkpoint(checkpoint_id)
         return CheckpointReference(opened, session_id, checkpoint_id)
-    path = Path(reference)
-    if not path.exists():
-        raise CheckpointNotFoundError("checkpoint file does not exist", path=path)
+    path = usable_path(reference)
+    try:
+        os.stat(path)
+    except FileNotFoundError as exc:
+        raise CheckpointNotFoundError("checkpoint file does not exist", path=path) from exc
+    except OSError as exc:
+        raise from_os_error(exc, "cannot look up the checkpoint file", path) from exc
     parent = path.resolve().parent
     session_dir = parent.parent if parent.name == CHECKPOINT_DIR else parent
     return CheckpointReference(FileStore(session_dir.parent), session_dir.name, path.stem, path)

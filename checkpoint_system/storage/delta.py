@@ -722,6 +722,7 @@ class LogReplay:
         self.agent_configs: dict[str, int] = {}
         self.dynamic: dict[str, dict[str, Any]] = {}
         self.patterns: list[Any] = []  # step lines' copy patterns ("H"), by number
+        self.pattern_costs: list[int] = []  # what replaying each pattern once costs (see _pattern_cost)
 
     def apply_bytes(self, data: bytes, *, path: str | None = None) -> None:
         """Replay complete log lines (``data`` must end with a newline or be empty)."""
@@ -741,24 +742,31 @@ class LogReplay:
             except orjson.JSONDecodeError as exc:
                 raise CorruptCheckpointError(f"session log is not valid JSON: {exc}", path=path) from exc
             try:
-                self._apply_all(records)
+                self._apply_all(records, COPY_BUDGET_PER_BYTE * len(data))
             except (KeyError, TypeError, IndexError, ValueError, AttributeError, RecursionError) as exc:
                 raise CorruptCheckpointError(
                     f"session log has a malformed record: {exc!r}", path=path
                 ) from exc
+        except MemoryError as exc:
+            raise CorruptCheckpointError(
+                "session log does not fit in memory (damaged, or expands without bound)", path=path
+            ) from exc
         finally:
             if collecting:
                 gc.enable()
 
-    def _apply_all(self, records: list[Any]) -> None:
+    def _apply_all(self, records: list[Any], budget: int) -> None:
         """Apply parsed records in order.
 
         Step lines (one per message) and the per-message kinds of format 4 ("m", "H", "D") are handled
         inline, their common shapes without a call: a 1,000-message log holds 1,000 to 4,000 of them and
         this loop is most of a load.
+
+        ``budget`` bounds what step lines that reuse a copy pattern may append (``_pattern_cost``): a line of
+        a few bytes can name a pattern of any size, so a hostile log could otherwise expand without bound.
         """
         messages, histories, dynamic, strings = self.messages, self.histories, self.dynamic, self.strings
-        patterns = self.patterns
+        patterns, costs = self.patterns, self.pattern_costs
         copy_of, copy_with, plain_message = self._copy_of_group_message, self._copy_with, self._plain_message
         for record in records:
             if type(record) is not dict:
@@ -800,8 +808,14 @@ class LogReplay:
                         raise ValueError(f"invalid copy pattern {pattern!r}")
                     if "H" not in record:
                         copies = patterns[pattern]  # IndexError: a pattern never defined
+                        budget -= costs[pattern]
+                        if budget < 0:
+                            raise ValueError(
+                                "copy patterns expand to more history entries than a log of this size holds"
+                            )
                     elif pattern == len(patterns):
                         patterns.append(copies)
+                        costs.append(_pattern_cost(copies))
                     else:
                         raise ValueError(f"copy pattern {pattern} defined out of sequence")
                 for entry in copies:
@@ -1002,6 +1016,20 @@ _HANDLERS: dict[str, Callable[[LogReplay, dict[str, Any]], None]] = {
     "mt": LogReplay._messages_truncated,
     "r": LogReplay._roster,
 }
+
+
+#: Step lines that reuse a copy pattern may append at most this many history entries per byte of the log
+#: replayed (an entry: one history append; a copy: 8). A real step line is 40 bytes or more and its
+#: pattern appends about two entries per agent, so this leaves room for groups of well over 100 agents.
+COPY_BUDGET_PER_BYTE = 8
+
+
+def _pattern_cost(copies: Any) -> int:
+    """What replaying a copy pattern costs against the budget: 8 per copy (a copy may be a new dict) plus
+    one per history it is appended to."""
+    if type(copies) is not list:
+        raise TypeError("copy pattern is not a list")
+    return sum(8 + (len(e[0]) if type(e) is list and e and type(e[0]) is list else 0) for e in copies)
 
 
 def _index(value: Any) -> int:

@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,14 @@ from ..errors import (
     CorruptCheckpointError,
     InvalidCheckpointError,
     SessionLockedError,
+    from_os_error,
 )
 from ..model import CheckpointData
 from .delta import DeltaEncoder, LogReplay, dumps
 from .file_publisher import FilePublisher, publishers_of
 from .protocol import Durability
 from .record_file_writer import write_all as _write_all  # a module global: tests inject errors
-from .records import decode_checkpoint, inline_document, open_record, record_bytes, seal_record
+from .records import decode_checkpoint, inline_document, open_record, reading, record_bytes, seal_record
 
 try:  # POSIX advisory locks; on other platforms a session is not locked.
     import fcntl
@@ -66,12 +68,29 @@ LOCK_FILE = ".writer.lock"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)_.*\.json$")
 _SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,200}$")
 _STALE_TEMP = re.compile(r"^\.checkpoint_.*\.tmp$")
+#: A checkpoint file or session document larger than this is refused unread (a record is ~1 KB; a standalone
+#: export holds a whole chat): a hostile or damaged file must not make a reader allocate what it claims.
+MAX_FILE_BYTES = 1 << 30
+#: Opening for reading never blocks (a FIFO) and never takes a terminal as controlling terminal.
+_READ_FLAGS = (
+    os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 #: errno values of a file system that cannot make hard links (the no-clobber publish falls back to rename).
 _NO_LINK_ERRNOS = frozenset(
     getattr(errno, name)
     for name in ("EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS", "EMLINK")
     if hasattr(errno, name)
 )
+
+
+def usable_path(path: str | Path) -> Path:
+    """``path`` as a ``Path``; one holding a NUL character (which no OS call accepts) is a
+    ``CheckpointNotFoundError`` here, not a ``ValueError`` from whichever call meets it first."""
+    if "\0" in os.fspath(path):
+        raise CheckpointNotFoundError(
+            "not a usable path (it holds a NUL character)", path=repr(os.fspath(path))
+        )
+    return Path(path)
 
 
 def checkpoint_file_name(step_number: int, context: str, timestamp: str) -> str:
@@ -281,7 +300,7 @@ class FileSessionStore:
     ) -> None:
         if durability not in ("crash", "fsync"):
             raise ValueError(f"durability must be 'crash' or 'fsync', not {durability!r}")
-        self.root = Path(session_dir)
+        self.root = usable_path(session_dir)
         self._session_id = session_id or self.root.name
         self.checkpoint_dir = self.root / CHECKPOINT_DIR
         self.durability = durability
@@ -570,19 +589,29 @@ class FileSessionStore:
         """Atomically (re)write ``<session>/<name>``: text for ``.txt`` names, indented JSON otherwise."""
         if not _SAFE_FILE_NAME.match(name) or name.startswith("."):
             raise CheckpointSaveError(f"unsafe document name {name!r}", path=self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        if name.endswith(".txt"):
-            data = str(value).encode("utf-8")
-        else:
-            data = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str)
-        write_file_atomic(self.root / name, data, overwrite=True, fsync=self.durability == "fsync")
+        path = self.root / name
+        try:
+            if name.endswith(".txt"):
+                data = str(value).encode("utf-8")
+            else:
+                data = orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointSaveError(f"could not encode document: {exc}", path=path) from exc
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            write_file_atomic(path, data, overwrite=True, fsync=self.durability == "fsync")
+        except OSError as exc:
+            raise CheckpointSaveError(f"could not write document: {exc}", path=path) from exc
 
     def read_document(self, name: str) -> Any:
         """A session document (text for ``.txt`` names, else parsed JSON), or None when absent."""
         path = self.root / name
-        if not _SAFE_FILE_NAME.match(name) or not path.is_file():
+        if not _SAFE_FILE_NAME.match(name):
             return None
-        raw = path.read_bytes()
+        try:
+            raw = read_regular_file(path, what="session document")
+        except CheckpointNotFoundError:
+            return None
         if name.endswith(".txt"):
             return raw.decode("utf-8", errors="replace")
         try:
@@ -592,15 +621,19 @@ class FileSessionStore:
 
     def list_documents(self) -> list[str]:
         """Names of the session's documents (the regular files next to ``checkpoints/``), sorted."""
-        if not self.root.is_dir():
+        try:
+            with os.scandir(self.root) as entries:
+                return sorted(
+                    entry.name
+                    for entry in entries
+                    if _SAFE_FILE_NAME.match(entry.name)
+                    and not entry.name.startswith(".")
+                    and entry.is_file(follow_symlinks=False)
+                )
+        except (FileNotFoundError, NotADirectoryError):
             return []
-        return sorted(
-            entry.name
-            for entry in os.scandir(self.root)
-            if _SAFE_FILE_NAME.match(entry.name)
-            and not entry.name.startswith(".")
-            and entry.is_file(follow_symlinks=False)
-        )
+        except OSError as exc:
+            raise from_os_error(exc, "cannot list the session's documents", self.root) from exc
 
     def locate(self, checkpoint_id: str) -> str:
         """The checkpoint's file path (loadable from anywhere with ``read_checkpoint_file``)."""
@@ -632,14 +665,25 @@ class FileSessionStore:
     def list_checkpoints(self) -> list[str]:
         """Checkpoint ids of this session in step order."""
         self.flush()
-        if not self.checkpoint_dir.is_dir():
-            return []
         self._recover_unpublished()
         found = []
-        for entry in os.scandir(self.checkpoint_dir):
-            match = _CHECKPOINT_NAME.match(entry.name)
-            if match and entry.is_file():
-                found.append((int(match.group(1)), entry.name[:-5]))
+        try:
+            with os.scandir(self.checkpoint_dir) as entries:
+                for entry in entries:
+                    match = _CHECKPOINT_NAME.match(entry.name)
+                    if match and entry.is_file():
+                        found.append((int(match.group(1)), entry.name[:-5]))
+        except FileNotFoundError:
+            return []  # a session nothing was saved in yet
+        except NotADirectoryError as exc:
+            if os.path.isdir(self.root):
+                raise CorruptCheckpointError(
+                    f"{CHECKPOINT_DIR} is not a directory; a session keeps its checkpoints in one",
+                    path=self.checkpoint_dir,
+                ) from exc
+            raise CheckpointNotFoundError("not a session directory", path=self.root) from exc
+        except OSError as exc:
+            raise from_os_error(exc, "cannot list the session's checkpoints", self.checkpoint_dir) from exc
         return [name for _, name in sorted(found)]
 
     def path_of(self, checkpoint_id: str | Path) -> Path:
@@ -695,23 +739,89 @@ def _read_all(fd: int) -> bytes:
 
 
 def _read_prefix(path: Path, size: int, checkpoint: Path) -> bytes:
+    """The first ``size`` bytes of the session log ``path``, for the checkpoint file ``checkpoint``.
+
+    ``size`` comes from the checkpoint's record: it is checked against the log's actual size before anything
+    is read or allocated, so a record that claims a huge log is refused, not obeyed.
+    """
     try:
-        if not path.is_file():
-            raise FileNotFoundError(path)
-        with path.open("rb") as handle:
-            data = handle.read(size)
+        fd = os.open(path, _READ_FLAGS)
     except FileNotFoundError as exc:
         raise CorruptCheckpointError(f"the session log {path.name} is missing", path=checkpoint) from exc
     except OSError as exc:
-        raise CorruptCheckpointError(
-            f"the session log {path.name} cannot be read: {exc}", path=checkpoint
+        raise from_os_error(
+            exc, f"the session log {path.name} cannot be read", checkpoint, otherwise=CorruptCheckpointError
         ) from exc
-    if len(data) != size:
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptCheckpointError(
+                f"the session log {path.name} is missing (that name is not a regular file)", path=checkpoint
+            )
+        if size > info.st_size:
+            raise CorruptCheckpointError(
+                f"the session log {path.name} holds {info.st_size} bytes, the checkpoint needs {size} "
+                "(truncated)",
+                path=checkpoint,
+            )
+        with open(fd, "rb", closefd=False) as handle:
+            data = handle.read(size)
+    except CheckpointError:
+        raise
+    except OSError as exc:
+        raise from_os_error(
+            exc, f"the session log {path.name} cannot be read", checkpoint, otherwise=CorruptCheckpointError
+        ) from exc
+    finally:
+        os.close(fd)
+    if len(data) != size:  # it shrank meanwhile
         raise CorruptCheckpointError(
             f"the session log {path.name} holds {len(data)} bytes, the checkpoint needs {size} (truncated)",
             path=checkpoint,
         )
     return data
+
+
+def read_regular_file(path: Path, *, what: str = "checkpoint file", limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of the regular file ``path``; every failure is a ``CheckpointError`` naming it.
+
+    A missing path, a directory, a FIFO or a device is a ``CheckpointNotFoundError`` (nothing is opened in a
+    way that could block); refused access a ``CheckpointAccessError``; a file larger than ``limit`` a
+    ``CorruptCheckpointError`` (refused before it is read).
+    """
+    try:
+        fd = os.open(usable_path(path), _READ_FLAGS)
+    except CheckpointError:  # a NUL character (CheckpointNotFoundError is a FileNotFoundError too)
+        raise
+    except FileNotFoundError as exc:
+        raise CheckpointNotFoundError(f"{what} does not exist", path=path) from exc
+    except OSError as exc:
+        raise from_os_error(exc, f"cannot open the {what}", path) from exc
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise CheckpointNotFoundError(f"is a directory; expected a {what}", path=path)
+        if not stat.S_ISREG(info.st_mode):
+            raise CheckpointNotFoundError(f"not a regular file; expected a {what}", path=path)
+        too_big = CorruptCheckpointError(
+            f"the file is larger than any {what} ({limit} bytes at most): damaged, or not a {what}", path=path
+        )
+        if info.st_size > limit:
+            raise too_big
+        chunks = []
+        total = 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - total)):  # the size stat gave may be wrong
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:
+                raise too_big
+        return b"".join(chunks)
+    except CheckpointError:  # CheckpointNotFoundError is an OSError too
+        raise
+    except OSError as exc:
+        raise from_os_error(exc, f"cannot read the {what}", path) from exc
+    finally:
+        os.close(fd)
 
 
 def parse_checkpoint_bytes(raw: bytes, *, path: Path) -> dict[str, Any]:
@@ -729,40 +839,34 @@ def read_checkpoint_file(path: str | Path) -> CheckpointData:
     ``CheckpointError`` whose message names the file.
     """
     path = Path(path)
-    if path.is_dir():
-        raise CheckpointNotFoundError("is a directory; expected a checkpoint .json file", path=path)
-    if not path.exists():
-        raise CheckpointNotFoundError("checkpoint file does not exist", path=path)
-    if not path.is_file():
-        raise CheckpointNotFoundError("not a regular file; expected a checkpoint .json file", path=path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise CheckpointNotFoundError("checkpoint file does not exist", path=path) from exc
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint file: {exc}", path=path) from exc
-    record = open_record(raw, where=str(path))
-    log = record.get("log")
-    name = log.get("file") if isinstance(log, dict) else None
+    raw = read_regular_file(path, what="checkpoint .json file")
+    with reading(str(path)):  # MemoryError, RecursionError, ...: a CheckpointError naming the file
+        record = open_record(raw, where=str(path))
+        log = record.get("log")
+        name = log.get("file") if isinstance(log, dict) else None
 
-    def log_prefix(size: int) -> bytes:
-        if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.startswith("."):
-            raise InvalidCheckpointError(f"unsafe log file name {str(name)[:200]!r}", path=path)
-        return _read_prefix(path.parent / name, size, path)
+        def log_prefix(size: int) -> bytes:
+            if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.startswith("."):
+                raise InvalidCheckpointError(f"unsafe log file name {str(name)[:200]!r}", path=path)
+            return _read_prefix(path.parent / name, size, path)
 
-    log_name = f"the session log {path.parent / str(name)}"
-    return decode_checkpoint(record, where=str(path), log_prefix=log_prefix, log_name=log_name)
+        log_name = f"the session log {path.parent / str(name)}"
+        return decode_checkpoint(record, where=str(path), log_prefix=log_prefix, log_name=log_name)
 
 
 def _looks_like_session(path: Path) -> bool:
-    return (path / CHECKPOINT_DIR).is_dir() or (path / "session_metadata.json").is_file()
+    """Whether ``path`` holds a session (False where it cannot be looked into)."""
+    try:
+        return (path / CHECKPOINT_DIR).is_dir() or (path / "session_metadata.json").is_file()
+    except OSError:
+        return False
 
 
 class FileStore:
     """A directory of session directories (continuations are nested: ``<session>/continuation_...``)."""
 
     def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
+        self.root = usable_path(root)
 
     @property
     def url(self) -> str:
@@ -778,10 +882,22 @@ class FileStore:
         return FileSessionStore(self._session_path(session_id), durability=durability, session_id=session_id)
 
     def list_sessions(self) -> list[str]:
-        if not self.root.is_dir():
+        """Session ids under the root, sorted. A directory below it that cannot be read is skipped; a root
+        that cannot be read is a ``CheckpointAccessError``."""
+        try:
+            if not stat.S_ISDIR(os.stat(self.root).st_mode):
+                return []
+        except (FileNotFoundError, NotADirectoryError, ValueError):
             return []
+        except OSError as exc:
+            raise from_os_error(exc, "cannot list the store's sessions", self.root) from exc
+
+        def refused(exc: OSError) -> None:
+            if exc.filename is not None and os.fspath(exc.filename) == os.fspath(self.root):
+                raise from_os_error(exc, "cannot list the store's sessions", self.root) from exc
+
         found = []
-        for directory, subdirs, _ in os.walk(self.root):
+        for directory, subdirs, _ in os.walk(self.root, onerror=refused):
             path = Path(directory)
             subdirs[:] = sorted(d for d in subdirs if d != CHECKPOINT_DIR and not d.startswith("."))
             if path != self.root and _looks_like_session(path):
@@ -812,6 +928,8 @@ class FileStore:
                             "cannot delete a session that has a writer", path=directory
                         ) from exc
             shutil.rmtree(path)
+        except OSError as exc:
+            raise from_os_error(exc, "could not delete the session", path, writing=True) from exc
         finally:
             for fd in held:
                 os.close(fd)
@@ -819,7 +937,9 @@ class FileStore:
     def find_checkpoint(self, checkpoint_id: str) -> str:
         name = f"{Path(checkpoint_id).stem}.json"
         matches = [
-            s for s in self.list_sessions() if (self._session_path(s) / CHECKPOINT_DIR / name).is_file()
+            s
+            for s in self.list_sessions()
+            if os.path.isfile(self._session_path(s) / CHECKPOINT_DIR / name)  # False where unreadable
         ]
         if len(matches) != 1:
             problem = "no session holds" if not matches else f"{len(matches)} sessions hold"

@@ -141,9 +141,17 @@ def checkpoint_from_log(
     return checkpoint_from_record(record, replay, path=where)
 
 
+#: what Python raises on a record of the wrong shape (a missing key, a string where a number belongs, ...)
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError, OverflowError)
+
+
 @contextmanager
 def reading(where: str) -> Iterator[None]:
-    """Turn any failure while building a checkpoint into a ``CheckpointError`` that names ``where``."""
+    """Turn any failure while building a checkpoint into a ``CheckpointError`` that names ``where``.
+
+    The one boundary of checkpoint decoding: whatever a hostile or damaged record makes Python raise
+    (including ``MemoryError`` and ``RecursionError``) leaves as a ``CheckpointError``.
+    """
     try:
         yield
     except ValidationError as exc:
@@ -152,7 +160,13 @@ def reading(where: str) -> Iterator[None]:
         if exc.path is None:  # name the checkpoint in every message
             raise type(exc)(exc.reason, path=where) from exc
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+    except MemoryError as exc:
+        raise CorruptCheckpointError(
+            "the checkpoint does not fit in memory (a record or log that expands without bound: damaged or "
+            "hostile)",
+            path=where,
+        ) from exc
+    except _MALFORMED as exc:
         raise InvalidCheckpointError(f"malformed checkpoint record: {exc!r}", path=where) from exc
 
 
@@ -233,16 +247,17 @@ def decode_stored(
     """A checkpoint from a database row (record bytes, chunk number) and a reader of its log prefix."""
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise CorruptCheckpointError(f"the record is not bytes but {type(raw).__name__}", path=where)
-    record = open_record(bytes(raw), where=where)
-    if type(seq) is not int or seq < 0:
-        raise CorruptCheckpointError(f"invalid log chunk number {seq!r}", path=where)
-    chunk_seq(record, seq, checkpoint_id, where=where)
-    return decode_checkpoint(
-        record,
-        where=where,
-        log_prefix=lambda size: log_prefix(),
-        log_name=f"the session log (chunks 0..{seq})",
-    )
+    with reading(where):
+        record = open_record(bytes(raw), where=where)
+        if type(seq) is not int or seq < 0:
+            raise CorruptCheckpointError(f"invalid log chunk number {seq!r}", path=where)
+        chunk_seq(record, seq, checkpoint_id, where=where)
+        return decode_checkpoint(
+            record,
+            where=where,
+            log_prefix=lambda size: log_prefix(),
+            log_name=f"the session log (chunks 0..{seq})",
+        )
 
 
 def chunk_seq(record: dict[str, Any], row_seq: int, row_id: str, *, where: str) -> int:
@@ -368,6 +383,10 @@ def encode_document(name: str, value: Any) -> bytes:
 
 def decode_document(name: str, raw: bytes, *, where: str) -> Any:
     """A document from its stored bytes (``CorruptCheckpointError`` naming ``where`` if not JSON)."""
+    if isinstance(raw, str):  # a database row holding text where the library writes bytes
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise CorruptCheckpointError(f"the document is not bytes but {type(raw).__name__}", path=where)
     if name.endswith(".txt"):
         return bytes(raw).decode("utf-8", errors="replace")
     try:

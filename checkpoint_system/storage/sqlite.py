@@ -49,15 +49,20 @@ import socket
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..errors import (
+    CheckpointAccessError,
     CheckpointError,
     CheckpointNotFoundError,
     CheckpointSaveError,
+    CorruptCheckpointError,
     SessionLockedError,
+    UnsupportedStoreError,
+    from_os_error,
 )
 from ..model import CheckpointData
 from .migrations import SchemaMigration, pending_migrations
@@ -202,6 +207,8 @@ SCHEMA: tuple[SchemaMigration, ...] = (
 SCHEMA_VERSION = SCHEMA[-1].version
 #: a session's rows in cs_checkpoints have keys session * KEY_SPAN + seq
 KEY_SPAN = 1 << 32
+#: session keys above this would make row keys beyond SQLite's 64-bit integers (only a hostile file has one)
+_MAX_SESSION_KEY = 1 << 31
 
 _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS cs_schema_version (
     version INTEGER PRIMARY KEY,
@@ -296,6 +303,36 @@ def _alive(pid: int, started: str | None) -> bool:
 
 _HOST = socket.gethostname()
 
+#: SQLite's primary result codes that say what went wrong with the file (``sqlite3`` exceptions carry them)
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_CANTOPEN, _SQLITE_AUTH, _SQLITE_NOTADB = (
+    3,
+    8,
+    11,
+    14,
+    23,
+    26,
+)
+
+
+def _database_error(exc: Exception, problem: str, where: str, path: Path) -> CheckpointError:
+    """The ``CheckpointError`` for a ``sqlite3`` error (or an ``OverflowError`` from a hostile row's key) met
+    while reading or opening the database file ``path``; the message names ``where`` and SQLite's reason.
+
+    A file that is not a database, or a damaged one, is a ``CorruptCheckpointError``; refused access (a
+    read-only or foreign file or directory) a ``CheckpointAccessError``; a directory where the file should
+    be a ``CheckpointNotFoundError``.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    message = f"{problem}: {exc}"
+    if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or isinstance(exc, OverflowError):
+        return CorruptCheckpointError(message, path=where)
+    if primary == _SQLITE_CANTOPEN and os.path.isdir(path):
+        return CheckpointNotFoundError(f"{problem}: {path} is a directory, not a database file", path=where)
+    if primary in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_AUTH, _SQLITE_CANTOPEN):
+        return CheckpointAccessError(message, path=where)
+    return CheckpointError(message, path=where)
+
 
 class SqliteStore:
     """Many sessions in one SQLite file. Safe to share between threads; several processes may use the file.
@@ -305,6 +342,10 @@ class SqliteStore:
     """
 
     def __init__(self, path: str | Path) -> None:
+        if "\0" in os.fspath(path):
+            raise CheckpointNotFoundError(
+                "not a usable database path (it holds a NUL character)", path=repr(os.fspath(path))
+            )
         self.path = Path(path).expanduser().absolute()
         self._url = f"sqlite:///{self.path.as_posix()}"
         self._lock = threading.RLock()
@@ -319,12 +360,12 @@ class SqliteStore:
         """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``."""
         prefix = "sqlite:///"
         if not url.startswith(prefix) or len(url) == len(prefix):
-            raise CheckpointError(
+            raise UnsupportedStoreError(
                 f"not a SQLite store URL: {url!r} (expected sqlite:///relative.db or sqlite:////abs/path.db)"
             )
         path = url[len(prefix) :]
         if path == ":memory:" or path.startswith("file:"):
-            raise CheckpointError(f"unsupported SQLite store URL {url!r}: give a database file path")
+            raise UnsupportedStoreError(f"unsupported SQLite store URL {url!r}: give a database file path")
         return cls(path)
 
     @property
@@ -346,11 +387,16 @@ class SqliteStore:
             if self._conn is None:
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise from_os_error(
+                        exc, "cannot create the SQLite store's directory", self._url, writing=True
+                    ) from exc
+                try:
                     conn = sqlite3.connect(
                         self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
                     )
-                except (OSError, sqlite3.Error) as exc:
-                    raise CheckpointError(f"cannot open the SQLite store: {exc}", path=self._url) from exc
+                except sqlite3.Error as exc:
+                    raise _database_error(exc, "cannot open the SQLite store", self._url, self.path) from exc
                 try:
                     conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # only takes effect in a new file
                     _enable_wal(conn)
@@ -361,7 +407,7 @@ class SqliteStore:
                     self._migrate(conn)
                 except sqlite3.Error as exc:
                     conn.close()
-                    raise CheckpointError(f"cannot open the SQLite store: {exc}", path=self._url) from exc
+                    raise _database_error(exc, "cannot open the SQLite store", self._url, self.path) from exc
                 except BaseException:
                     conn.close()
                     raise
@@ -395,15 +441,31 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
-            raise CheckpointError(
-                f"cannot create or migrate the SQLite schema: {exc}", path=self._url
+            raise _database_error(
+                exc, "cannot create or migrate the SQLite schema", self._url, self.path
             ) from exc
 
     def schema_version(self) -> int:
         """The schema version of the database file."""
-        with self._lock:
+        with self._lock, self._reading(self._url):
             (version,) = self.connection().execute("SELECT max(version) FROM cs_schema_version").fetchone()
         return int(version)
+
+    @contextlib.contextmanager
+    def _reading(self, where: str) -> Iterator[None]:
+        """A ``sqlite3`` error (or an ``OverflowError`` from a hostile row) becomes a ``CheckpointError``."""
+        try:
+            yield
+        except (sqlite3.Error, OverflowError) as exc:
+            raise _database_error(exc, "cannot read the SQLite store", where, self.path) from exc
+
+    @contextlib.contextmanager
+    def _writing(self, where: str) -> Iterator[None]:
+        """Turn a ``sqlite3`` error met while changing the file into a ``CheckpointSaveError``."""
+        try:
+            yield
+        except (sqlite3.Error, OverflowError) as exc:
+            raise CheckpointSaveError(f"cannot write to the SQLite store: {exc}", path=where) from exc
 
     def close(self) -> None:
         """Close the connection (sessions opened from this store reconnect on their next use)."""
@@ -428,7 +490,7 @@ class SqliteStore:
         return SqliteSessionStore(self, session_id, durability=durability)
 
     def list_sessions(self) -> list[str]:
-        with self._lock:
+        with self._lock, self._reading(self._url):
             rows = (
                 self.connection()
                 .execute(
@@ -445,7 +507,7 @@ class SqliteStore:
     def delete_session(self, session_id: str) -> None:
         """Remove a session's checkpoints, log and documents (``SessionLockedError`` if it has a writer)."""
         where = reference(self._url, session_id)
-        with self._lock, self._transaction(where) as conn:
+        with self._lock, self._writing(where), self._transaction(where) as conn:
             holder = self._live_holder(conn, session_id, token=None)
             if holder is not None:
                 raise SessionLockedError(f"cannot delete a session that has a writer ({holder})", path=where)
@@ -466,7 +528,7 @@ class SqliteStore:
             conn.execute("DELETE FROM cs_writers WHERE session_id = ?", (session_id,))
 
     def find_checkpoint(self, checkpoint_id: str) -> str:
-        with self._lock:
+        with self._lock, self._reading(self._url):
             rows = (
                 self.connection()
                 .execute(
@@ -486,7 +548,8 @@ class SqliteStore:
 
         Returns whether there was one. The holder's next save then fails with ``SessionLockedError``.
         """
-        with self._lock, self._transaction(reference(self._url, session_id)) as conn:
+        where = reference(self._url, session_id)
+        with self._lock, self._writing(where), self._transaction(where) as conn:
             deleted: int = conn.execute("DELETE FROM cs_writers WHERE session_id = ?", (session_id,)).rowcount
             return deleted > 0
 
@@ -729,11 +792,8 @@ class SqliteSessionStore:
 
     # -- reading ----------------------------------------------------------------------------------------
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        with self.store._lock:
-            try:
-                return self.store.connection().execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise CheckpointError(f"cannot read the SQLite store: {exc}", path=self._where) from exc
+        with self.store._lock, self.store._reading(self._where):
+            return self.store.connection().execute(sql, params).fetchall()
 
     def list_checkpoints(self) -> list[str]:
         rows = self._query(
@@ -747,13 +807,17 @@ class SqliteSessionStore:
             f"SELECT step_number FROM cs_checkpoints WHERE {_SESSION_ROWS} ORDER BY key DESC LIMIT 1",
             (self._session_id, self._session_id),
         )
-        return int(rows[0][0]) + 1 if rows else 0
+        if not rows:
+            return 0
+        if type(rows[0][0]) is not int:
+            raise CorruptCheckpointError(f"invalid step number {rows[0][0]!r}", path=self._where)
+        return rows[0][0] + 1
 
     def load(self, checkpoint_id: str) -> CheckpointData:
         where = reference(self.store.url, self._session_id, str(checkpoint_id))
         with self.store._lock:
             conn = self.store.connection()
-            try:
+            with self.store._reading(where):
                 conn.execute("BEGIN")  # one snapshot for the record and its chunks
                 try:
                     row = conn.execute(_LOAD_RECORD, (str(checkpoint_id), self._session_id)).fetchone()
@@ -762,15 +826,17 @@ class SqliteSessionStore:
                             f"no checkpoint {checkpoint_id!r} in session {self._session_id!r}", path=where
                         )
                     seq, raw, key = row
-                    chunk_keys = (key * KEY_SPAN, key * KEY_SPAN + seq) if type(seq) is int else (0, -1)
+                    if type(seq) is not int or not 0 <= seq < KEY_SPAN:
+                        raise CorruptCheckpointError(f"invalid log chunk number {seq!r}", path=where)
+                    if type(key) is not int or not 0 <= key < _MAX_SESSION_KEY:
+                        raise CorruptCheckpointError(f"invalid session key {key!r}", path=where)
+                    chunk_keys = (key * KEY_SPAN, key * KEY_SPAN + seq)
                     chunks = [chunk for (chunk,) in conn.execute(_LOAD_CHUNKS, chunk_keys)]
                     seqs = None
-                    if type(seq) is int and len(chunks) != seq + 1:  # a gap: name the missing chunk
+                    if len(chunks) != seq + 1:  # a gap: name the missing chunk
                         seqs = [number for (number,) in conn.execute(_CHUNK_SEQS, chunk_keys)]
                 finally:
                     conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise CheckpointError(f"cannot read the SQLite store: {exc}", path=where) from exc
         return decode_stored(
             raw, seq, str(checkpoint_id), lambda: _log_prefix(chunks, seqs, seq, where=where), where=where
         )
