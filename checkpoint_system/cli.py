@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .endpoints import EndpointPolicy
-from .errors import CheckpointError, CheckpointNotFoundError
+from .errors import CheckpointError, CheckpointNotFoundError, from_os_error
 from .intervention import Intervention
 from .model import checkpoint_json_schema
 from .restorer import CheckpointRestorer
@@ -148,7 +148,11 @@ def _list(args: argparse.Namespace) -> int:
             return 0
         session: SessionStore = store.open_session(session_id)
     else:
-        if not Path(args.session).is_dir():
+        try:
+            is_dir = Path(args.session).is_dir()
+        except OSError as exc:  # an unreadable parent directory
+            raise from_os_error(exc, "cannot open the session directory", args.session) from exc
+        if not is_dir:
             raise CheckpointNotFoundError("session directory does not exist", path=args.session)
         session = FileSessionStore(args.session)
     ids = session.list_checkpoints()

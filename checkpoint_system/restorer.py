@@ -24,7 +24,7 @@ from autogen.agentchat.chat import ChatResult
 
 from .checkpoint_manager import CheckpointManager
 from .endpoints import EndpointPolicy, describe_endpoints
-from .errors import CheckpointError
+from .errors import CheckpointError, from_os_error
 from .groupchat_manager import CheckpointingGroupChatManager
 from .intervention import Intervention, apply_interventions
 from .model import CheckpointData
@@ -75,8 +75,6 @@ def new_continuation_dir(session_dir: Path) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:  # a read-only or foreign session: continue elsewhere (continuation_dir=...)
-            from .errors import from_os_error
-
             raise from_os_error(
                 exc,
                 "cannot create the continuation directory (pass continuation_dir= to continue elsewhere)",
@@ -280,12 +278,16 @@ class CheckpointRestorer:
         directory: Path | None = None
         target: dict[str, Any]
         if reference.path is not None:
-            directory = (
-                Path(continuation_dir).absolute()
-                if continuation_dir
-                else new_continuation_dir(session_dir_of(reference.path))
-            )
-            directory.mkdir(parents=True, exist_ok=True)
+            if continuation_dir:
+                directory = Path(continuation_dir).absolute()
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise from_os_error(
+                        exc, "cannot create the continuation directory", directory, writing=True
+                    ) from exc
+            else:
+                directory = new_continuation_dir(session_dir_of(reference.path))
         created: CheckpointManager | None = None
         try:
             agents, factory_groupchat = self._agents_for(checkpoint, report, directory)
