@@ -66,6 +66,11 @@ class UnsupportedStoreError(CheckpointError):
     """A store URL names a backend this library does not have (``redis://...``, a misspelt scheme)."""
 
 
+class CheckpointWarning(UserWarning):
+    """Part of a session could not be used and was left out (a damaged commit line, ...); the message
+    names the file and line."""
+
+
 class TerminationCaptureWarning(UserWarning):
     """A custom termination callable could not be captured declaratively."""
 

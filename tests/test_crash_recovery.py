@@ -137,7 +137,9 @@ def _check_killed_session(session: Path, progress: Path, reference: list[dict[st
         return "before the first checkpoint"
     ids = _check_files(session)
     store = FileSessionStore(session)
-    checkpoints = [read_checkpoint_file(store.path_of(cid)) for cid in ids]  # every file loads
+    # Every committed checkpoint loads, as a reader sees it: from its commit line where the killed writer
+    # left no record file (a reader never creates one).
+    checkpoints = [store.load(cid) for cid in ids]
     assert [c.step_number for c in checkpoints] == list(range(len(ids))), "a checkpoint was lost or torn"
     for data in checkpoints:
         assert data.messages == reference[: len(data.messages)], data.checkpoint_id
@@ -155,7 +157,8 @@ def _check_killed_session(session: Path, progress: Path, reference: list[dict[st
         json.loads(metadata.read_text())  # published atomically: never half written
 
     _reopen_and_write(session, newest, len(ids))
-    assert read_checkpoint_file(newest_path) == newest  # still loads the same after the reopen
+    # The writer's reopen created the missing record files byte for byte: they load the same.
+    assert read_checkpoint_file(newest_path) == newest
 
     result = CheckpointRestorer().continue_from(newest_path, max_rounds=None)
     if result.ok:

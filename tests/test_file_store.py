@@ -278,29 +278,22 @@ def test_failed_commit_rolls_back_the_log(
 
 
 def test_a_file_that_appears_under_a_pending_name_is_never_overwritten(
-    store: FileSessionStore, saved: list[tuple[str, CheckpointData]], monkeypatch: pytest.MonkeyPatch
+    store: FileSessionStore, saved: list[tuple[str, CheckpointData]]
 ) -> None:
     chat = Chat()
     for step in range(13):
         chat.say(step)
     data = chat.checkpoint(12)
-    real_submit = store._publisher.submit
-
-    def racing_submit(name: str, payload: bytes) -> None:  # someone else's file appears first
-        (store.checkpoint_dir / name).write_text("racer")
-        real_submit(name, payload)
-
-    monkeypatch.setattr(store._publisher, "submit", racing_submit)
-    checkpoint_id = store.save(data)  # committed; its file is created by the writer process
+    checkpoint_id = store.save(data)  # committed; its record file is created at the next flush
+    path = store.checkpoint_dir / f"{checkpoint_id}.json"
+    path.write_text("racer")  # someone else's file takes the name first
     with pytest.raises(CheckpointSaveError, match="appeared before the checkpoint") as info:
         store.flush()
     assert checkpoint_id in str(info.value)
-    path = store.path_of(checkpoint_id)
     assert path.read_text() == "racer"
-    monkeypatch.undo()
     store.flush()  # reported once
     store.close()
-    FileSessionStore(store.root).save(chat.checkpoint(13))  # reopening repairs only our own files
+    FileSessionStore(store.root).save(chat.checkpoint(13))  # reopening repairs only missing files
     assert path.read_text() == "racer"
     for earlier_id, expected in saved:
         same(FileSessionStore(store.root).load(earlier_id), expected)

@@ -366,8 +366,13 @@ def test_directories_where_session_files_belong(chat_session: Path, confined: Co
     commits.unlink()
     commits.mkdir()
     manager = CheckpointManager(session)
-    assert manager.list_checkpoints() == [p.stem for p in checkpoint_files(session)]  # readers need neither
+    # The commit file is what lists a session: in its place a directory is damage, reported by name ...
+    expect(CorruptCheckpointError, manager.list_checkpoints, str(commits), "not a regular file")
     manager.close()
+    log.rmdir()
+    log.write_bytes(b"")
+    # ... while each record file is checked on its own (here against the emptied log).
+    expect(CorruptCheckpointError, lambda: read_checkpoint_file(path), str(path), "truncated")
 
     odd = confined.root / "odd"
     odd.mkdir()

@@ -1,24 +1,22 @@
-"""The file store: one session directory, one JSON file per checkpoint, one shared append-only log.
+"""The file store: one session directory, one hash-chained commit file, one shared append-only log.
 
 Layout::
 
-    <session>/checkpoints/checkpoint_<step>_<context>_<timestamp>.json   small checkpoint records
     <session>/checkpoints/message_log.jsonl                              strings, configs, messages
-    <session>/checkpoints/committed.jsonl                                one line per committed record
+    <session>/checkpoints/committed.jsonl                                one chained line per checkpoint
+    <session>/checkpoints/checkpoint_<step>_<context>_<timestamp>.json   one record file per checkpoint
     <session>/session_metadata.json, chat_history.json, ...             written by CheckpointManager
 
-Crash safety: a checkpoint's log bytes are appended first, then a line of ``committed.jsonl`` commits it,
-then its record file is created under its final name with one write (no temporary and no rename: creating
-files is the costliest step on a busy disk), by a writer process unless ``durability="fsync"``. A killed
-writer leaves at worst a log tail no record refers to and a committed record whose file is missing or
-short; the next open (for writing, or by a reader once no writer holds the session) rewrites such files
-from ``committed.jsonl``, so every listed checkpoint is complete. If a save fails (the name exists, the disk
-is full), what it appended is cut off again, so the log never holds records the writer's state does not
-know of. With ``durability="fsync"`` every write is also flushed to the
-device (survives power loss).
+A checkpoint is committed by two appends: its log bytes, then its line in ``committed.jsonl``. Each line
+carries the record, the size and sha256 of the log prefix the checkpoint needs, and a chain hash over the
+previous line's, so any edited, missing, duplicated or reordered line is detected (see ``read_commits``).
+The writer creates the record files in one batch at ``flush()``/``close()`` and when it reopens a session a
+killed writer left (byte for byte from verified lines); readers load a checkpoint whose file does not exist
+yet from its commit line. Readers never write: no lock, no repair. Session files are opened without
+following symbolic links, and reads are bounded by the sizes the records state.
 
 ``export_checkpoint`` writes a standalone "inline" document (the whole ``CheckpointData``, no log), and
-``read_checkpoint_file`` reads all three kinds: log-layout records, inline documents and seed-era files.
+``read_checkpoint_file`` reads record files, inline documents and seed-era files.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ import secrets
 import shutil
 import stat
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from ..errors import (
     CheckpointError,
     CheckpointNotFoundError,
     CheckpointSaveError,
+    CheckpointWarning,
     CorruptCheckpointError,
     InvalidCheckpointError,
     SessionLockedError,
@@ -49,9 +49,7 @@ from ..errors import (
 )
 from ..model import CheckpointData
 from .delta import DeltaEncoder, LogReplay, dumps
-from .file_publisher import FilePublisher, publishers_of
 from .protocol import Durability
-from .record_file_writer import write_all as _write_all  # a module global: tests inject errors
 from .records import decode_checkpoint, inline_document, open_record, reading, record_bytes, seal_record
 
 try:  # POSIX advisory locks; on other platforms a session is not locked.
@@ -71,6 +69,8 @@ _STALE_TEMP = re.compile(r"^\.checkpoint_.*\.tmp$")
 #: A checkpoint file or session document larger than this is refused unread (a record is ~1 KB; a standalone
 #: export holds a whole chat): a hostile or damaged file must not make a reader allocate what it claims.
 MAX_FILE_BYTES = 1 << 30
+#: Session files are never opened through a symbolic link.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 #: Opening for reading never blocks (a FIFO) and never takes a terminal as controlling terminal.
 _READ_FLAGS = (
     os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -93,6 +93,41 @@ def usable_path(path: str | Path) -> Path:
     return Path(path)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _link_error(path: Path, what: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        f"the session's {what} is a symbolic link; session files are never followed out of the session",
+        path=path,
+    )
+
+
+def _refuse_link(path: Path) -> None:
+    """A session directory must not be a symbolic link (it could lead anywhere)."""
+    if os.path.islink(path):
+        raise _link_error(path, "directory")
+
+
+def _open_session_file(path: Path, *, write: bool) -> int:
+    """Open a session file of the writer (created if missing) without following a link; must be regular."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags if write else _READ_FLAGS, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_error(path, path.name) from exc
+        raise from_os_error(exc, f"cannot open {path.name}", path, writing=write) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CorruptCheckpointError(f"{path.name} is not a regular file", path=path)
+    return fd
+
+
 def checkpoint_file_name(step_number: int, context: str, timestamp: str) -> str:
     """``checkpoint_<step>_<context>_<YYYYMMDD_HHMMSS_ffffff>.json`` from an ISO timestamp.
 
@@ -108,11 +143,19 @@ def _safe_context(context: str) -> str:
 
 def _file_name_for(data: CheckpointData) -> str:
     """The data's own id when it is a well-formed id for its step, else a fresh name."""
-    own = f"{data.checkpoint_id}.json"
+    return record_file_name(data.checkpoint_id, data.step_number, data.context, data.timestamp)
+
+
+def record_file_name(checkpoint_id: Any, step_number: Any, context: Any, timestamp: Any) -> str:
+    """The name of a checkpoint's record file: ``<id>.json`` when the id is a well-formed id for its step,
+    else one built from the step, context and timestamp. A record file under any other name is not its own."""
+    own = f"{checkpoint_id}.json"
     match = _CHECKPOINT_NAME.match(own)
-    if match and _SAFE_FILE_NAME.match(own) and int(match.group(1)) == data.step_number:
+    if match and _SAFE_FILE_NAME.match(own) and int(match.group(1)) == step_number:
         return own
-    return checkpoint_file_name(data.step_number, data.context, data.timestamp)
+    if not (type(step_number) is int and isinstance(context, str) and isinstance(timestamp, str)):
+        return ""  # a malformed record: it names no file
+    return checkpoint_file_name(step_number, context, timestamp)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -203,97 +246,143 @@ def export_checkpoint(data: CheckpointData, path: str | Path, *, fsync: bool = F
     return path
 
 
-_RECORD_LINE = b'{"k":'
+# -- the commit file: one hash-chained line per committed checkpoint --------------------------------------
+
+#: Seed of the chain: the hash the first line continues.
+_CHAIN_SEED = hashlib.sha256(b"checkpoint_system committed.jsonl").hexdigest().encode()
+_CHAIN_KEY = b',"c":"'
+#: ``,"c":"<64 hex digits>"}``: how every complete commit line ends.
+_CHAIN_TAIL = len(_CHAIN_KEY) + 64 + 2
+_HEX = frozenset(b"0123456789abcdef")
 
 
-def _record_line(bare_record: bytes, size: int, name: str) -> bytes:
-    """The line of ``committed.jsonl`` that commits a checkpoint.
+@dataclass(frozen=True)
+class Commit:
+    """One verified line of ``committed.jsonl``: enough to rebuild the checkpoint's record file exactly."""
 
-    It holds the record as the encoder made it (before sealing), its log prefix size and its file name:
-    enough to rebuild the sealed record exactly (the log hash and the integrity hash are recomputed), at
-    about half the size of the sealed record.
+    line: int  # 1-based, for messages
+    name: str  # the record file's name, ``<checkpoint id>.json``
+    step: int
+    record: dict[str, Any]  # the record as the encoder made it (before sealing)
+    size: int  # the log prefix the checkpoint needs
+    log_sha256: str
+
+    def sealed(self) -> bytes:
+        """The record file's bytes, as the writer created (or will create) them."""
+        record = seal_record(
+            dict(self.record), size=self.size, sha256=self.log_sha256, location={"file": LOG_FILE}
+        )
+        return record_bytes(record)
+
+
+def commit_line(
+    previous: bytes, bare_record: bytes, size: int, log_sha256: str, name: str
+) -> tuple[bytes, bytes]:
+    """The line that commits a checkpoint, and its chain hash (what the next line continues).
+
+    The chain hash is the sha256 of the previous line's chain hash followed by this line's body, so an
+    edited, deleted, duplicated or reordered line breaks the chain at that line.
     """
-    return _RECORD_LINE + bare_record + b',"n":' + str(size).encode() + b',"f":' + orjson.dumps(name) + b"}\n"
-
-
-def _committed_records(committed: bytes) -> dict[str, tuple[dict[str, Any], int]]:
-    """File name -> (bare record, log prefix size) of every checkpoint ``committed.jsonl`` commits."""
-    records: dict[str, tuple[dict[str, Any], int]] = {}
-    for line in committed.split(b"\n"):
-        if not line.startswith(_RECORD_LINE):
-            continue
-        try:
-            entry = orjson.loads(line)
-            name, record, size = entry["f"], entry["k"], entry["n"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            continue  # a torn last line: that checkpoint was never committed
-        if (
-            isinstance(name, str)
-            and _CHECKPOINT_NAME.match(name)
-            and _SAFE_FILE_NAME.match(name)
-            and isinstance(record, dict)
-            and type(size) is int
-        ):
-            records[name] = (record, size)
-    return records
-
-
-def _sealed(record: dict[str, Any], size: int, log: bytes) -> bytes:
-    prefix = log[:size]
-    return record_bytes(
-        seal_record(record, size=size, sha256=hashlib.sha256(prefix).hexdigest(), location={"file": LOG_FILE})
+    body = (
+        b'{"k":'
+        + bare_record
+        + b',"n":'
+        + str(size).encode()
+        + b',"h":"'
+        + log_sha256.encode()
+        + b'","f":'
+        + orjson.dumps(name)
     )
+    chain = hashlib.sha256(previous + body).hexdigest().encode()
+    return body + _CHAIN_KEY + chain + b'"}\n', chain
 
 
-def _open_commit_file(checkpoint_dir: Path) -> int:
-    """The commit file, opened for appending; a torn last line (a killed writer's) is cut."""
-    fd = os.open(checkpoint_dir / COMMIT_FILE, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        existing = _read_all(fd)
-        complete = existing.rfind(b"\n") + 1
-        if complete != len(existing):
-            os.ftruncate(fd, complete)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+@dataclass
+class CommitLog:
+    """What ``committed.jsonl`` commits, as far as its chain verifies.
 
-
-def _repair_records(checkpoint_dir: Path, *, fsync: bool) -> None:
-    """After a killed writer: write the files of committed records that are missing or torn.
-
-    A torn file is a prefix of the record it should hold (the writer was killed while creating it); a file
-    under a committed name that is neither the record nor a prefix of it is someone else's and is left
-    alone, as is every file no commit line names.
+    ``damage`` describes the first line that does not verify (nothing from there on is trusted);
+    ``torn`` is the byte length of an incomplete last line (a writer killed while appending it: that
+    checkpoint was never committed); ``verified_size`` is where the verified lines end.
     """
+
+    commits: list[Commit]
+    chain: bytes
+    verified_size: int
+    damage: str | None = None
+    torn: int = 0
+
+
+def _parse_commit(body: bytes, line: int) -> Commit | str:
     try:
-        committed = _committed_records((checkpoint_dir / COMMIT_FILE).read_bytes())
-    except FileNotFoundError:
-        return  # a session written before commit files existed: its records were published atomically
-    log: bytes | None = None
-    for name, (record, size) in committed.items():
-        path = checkpoint_dir / name
-        try:
-            existing: bytes | None = path.read_bytes()
-        except FileNotFoundError:
-            existing = None
-        except OSError:
-            continue
-        if existing:
-            with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-                if orjson.loads(existing).get("checkpoint_id") == record.get("checkpoint_id"):
-                    continue
-        if log is None:
-            log = (checkpoint_dir / LOG_FILE).read_bytes()
-        if len(log) < size:
-            continue
-        sealed = _sealed(record, size, log)
-        if existing is None or sealed.startswith(existing):
-            write_file_atomic(path, sealed, overwrite=True, fsync=fsync)
+        entry = orjson.loads(body + b"}")
+        record, size, log_sha, name = entry["k"], entry["n"], entry["h"], entry["f"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return "not a commit record"
+    match = _CHECKPOINT_NAME.match(name) if isinstance(name, str) else None
+    if (
+        match is None
+        or not _SAFE_FILE_NAME.match(name)
+        or not isinstance(record, dict)
+        or name
+        != record_file_name(
+            record.get("checkpoint_id"),
+            record.get("step_number"),
+            record.get("context"),
+            record.get("timestamp"),
+        )
+        or type(size) is not int
+        or size < 0
+        or not isinstance(log_sha, str)
+        or len(log_sha) != 64
+    ):
+        return "a malformed commit record"
+    return Commit(line, name, int(match.group(1)), record, size, log_sha)
+
+
+def read_commits(raw: bytes) -> CommitLog:
+    """Verify the chain of a commit file's bytes; see ``CommitLog``."""
+    commits: list[Commit] = []
+    chain = _CHAIN_SEED
+    offset = 0
+    number = 0
+    while offset < len(raw):
+        end = raw.find(b"\n", offset)
+        if end < 0:
+            return CommitLog(commits, chain, offset, torn=len(raw) - offset)
+        number += 1
+        line = raw[offset:end]
+        tail = line[-_CHAIN_TAIL:]
+        problem: str | None = None
+        if len(line) <= _CHAIN_TAIL or not tail.startswith(_CHAIN_KEY) or not tail.endswith(b'"}'):
+            problem = "not a commit line"
+        else:
+            body, claimed = line[:-_CHAIN_TAIL], tail[len(_CHAIN_KEY) : -2]
+            expected = hashlib.sha256(chain + body).hexdigest().encode()
+            if claimed != expected:
+                problem = "does not match its hash (edited, damaged, or out of place)"
+            else:
+                parsed = _parse_commit(body, number)
+                if isinstance(parsed, str):
+                    problem = parsed
+                else:
+                    commits.append(parsed)
+                    chain = expected
+        if problem is not None:
+            return CommitLog(commits, chain, offset, damage=f"line {number} of {COMMIT_FILE} {problem}")
+        offset = end + 1
+    return CommitLog(commits, chain, offset)
 
 
 class FileSessionStore:
-    """Stores the checkpoints of one session directory. One writer per session (enforced by a lock)."""
+    """Stores the checkpoints of one session directory. One writer per session (enforced by a lock).
+
+    Reading (listing, loading) never writes: no lock is taken, nothing is created or repaired. The writer
+    appends each checkpoint's log bytes and one hash-chained commit line (the commit point); it creates the
+    record files in one batch at ``flush()``/``close()`` (a run's end flushes), at once with
+    ``durability="fsync"``, and when it reopens a session a killed writer left. Until then a checkpoint is
+    loaded from its commit line, so every reader sees it as soon as it is committed.
+    """
 
     def __init__(
         self, session_dir: str | Path, *, durability: Durability = "crash", session_id: str | None = None
@@ -311,15 +400,11 @@ class FileSessionStore:
         self._lock_fd: int | None = None
         self._commit_fd: int | None = None
         self._commit_size = 0
-        #: committed records whose file this store must create itself: with "fsync", or after the
-        #: writer process failed (retried at every save and flush until they exist)
-        self._unpublished: list[tuple[Path, bytes]] = []
-        #: file names in the checkpoint directory when the writer opened it, plus those it saved since
+        self._chain = _CHAIN_SEED
+        #: committed checkpoints whose record file is still to be created: (file name, bytes)
+        self._pending: dict[str, bytes] = {}
+        #: file names committed in this session (the writer's), so a name is never committed twice
         self._names: set[str] = set()
-        self._publisher = FilePublisher(
-            functools.partial(_create_file, fsync=False), directory=os.path.abspath(self.checkpoint_dir)
-        )
-        self._recovered_at: tuple[int, int] | None = None  # (log size, mtime) of the last recovery
 
     # -- writing ------------------------------------------------------------------------------------------
     def _open_for_writing(self) -> DeltaEncoder:
@@ -328,37 +413,60 @@ class FileSessionStore:
         if self.root.exists() and not self.root.is_dir():
             raise CheckpointSaveError("session path exists and is not a directory", path=self.root)
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        _refuse_link(self.checkpoint_dir)
         self._acquire_lock()
         self._remove_stale_temporaries()
-        log_path = self.checkpoint_dir / LOG_FILE
-        fd = os.open(log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        encoder = DeltaEncoder()
+        commit_fd = _open_session_file(self.checkpoint_dir / COMMIT_FILE, write=True)
+        log_fd: int | None = None
         try:
-            existing = _read_all(fd)
-            complete = existing[: existing.rfind(b"\n") + 1]
-            if len(complete) != len(existing):  # a crashed writer's torn record, referenced by nothing
-                os.ftruncate(fd, len(complete))
+            commits = read_commits(_read_all(commit_fd))
+            if commits.damage is not None:
+                raise CorruptCheckpointError(
+                    f"{commits.damage}; refusing to extend a damaged session (its checkpoints up to line "
+                    f"{len(commits.commits)} still load)",
+                    path=self.checkpoint_dir / COMMIT_FILE,
+                )
+            if commits.torn:  # a killed writer's last line: never committed
+                os.ftruncate(commit_fd, commits.verified_size)
+            log_fd = _open_session_file(self.checkpoint_dir / LOG_FILE, write=True)
+            log = _read_all(log_fd)
+            size = commits.commits[-1].size if commits.commits else 0
+            log_sha = hashlib.sha256(log[:size])
+            if len(log) < size or (commits.commits and log_sha.hexdigest() != commits.commits[-1].log_sha256):
+                raise CorruptCheckpointError(
+                    f"the session log does not hold what the last committed checkpoint needs ({size} bytes "
+                    "with its hash); refusing to extend a damaged session",
+                    path=self.checkpoint_dir / LOG_FILE,
+                )
+            if len(log) > size:  # a killed writer's log bytes that no commit refers to
+                os.ftruncate(log_fd, size)
             replay = LogReplay()
-            replay.apply_bytes(complete, path=str(log_path))
+            replay.apply_bytes(log[:size], path=str(self.checkpoint_dir / LOG_FILE))
+            encoder = DeltaEncoder()
             encoder.load_state(replay)
-            _repair_records(self.checkpoint_dir, fsync=self.durability == "fsync")
-            self._commit_fd = _open_commit_file(self.checkpoint_dir)
-            self._commit_size = os.fstat(self._commit_fd).st_size
-            self._names = set(os.listdir(self.checkpoint_dir))
+            existing = set(os.listdir(self.checkpoint_dir))
+            # A name is committed once, and never over a file someone else put there.
+            self._names = {commit.name for commit in commits.commits} | existing
+            # Record files a killed writer did not create: rebuilt byte for byte from verified lines.
+            self._pending = {c.name: c.sealed() for c in commits.commits if c.name not in existing}
+            self._create_pending()
             if self.durability == "fsync":
-                os.fsync(fd)
+                os.fsync(log_fd)
+                os.fsync(commit_fd)
                 _fsync_dir(self.checkpoint_dir)
                 _fsync_dir(self.root)
         except BaseException:
-            os.close(fd)
+            for fd in (commit_fd, log_fd):
+                if fd is not None:
+                    os.close(fd)
             raise
-        self._log_fd, self._log_size = fd, len(complete)
-        self._log_hash = hashlib.sha256(complete)
+        self._commit_fd, self._commit_size, self._chain = commit_fd, commits.verified_size, commits.chain
+        self._log_fd, self._log_size, self._log_hash = log_fd, size, log_sha
         self._encoder = encoder
         return encoder
 
     def _remove_stale_temporaries(self) -> None:
-        """Temporary record files of a writer that was killed (only the lock holder writes records)."""
+        """Temporary files of a writer that was killed (only the lock holder writes in the session)."""
         try:
             for entry in os.scandir(self.checkpoint_dir):
                 if _STALE_TEMP.match(entry.name):
@@ -369,7 +477,7 @@ class FileSessionStore:
     def _acquire_lock(self) -> None:
         if fcntl is None or self._lock_fd is not None:
             return
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_session_file(self.root / LOCK_FILE, write=True)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -381,8 +489,7 @@ class FileSessionStore:
         self._lock_fd = fd
 
     def _forget_log(self) -> None:
-        """Drop the in-memory log state; the next save re-reads the log from disk (keeps the lock)."""
-        self._publisher.wait()  # the reopening repair must not race the writer's files
+        """Drop the in-memory log state; the next save re-reads the files from disk (keeps the lock)."""
         for fd in (self._log_fd, self._commit_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -396,52 +503,40 @@ class FileSessionStore:
         return self._session_id
 
     def save(self, data: CheckpointData, *, trusted_prefix: bool = False) -> str:
-        """Write one checkpoint; returns its id (the file's stem, see ``path_of``).
+        """Write one checkpoint; returns its id (the record file's stem, see ``path_of``).
 
-        Order: the checkpoint's log bytes are appended, then one line of ``committed.jsonl`` commits it
-        (the record as the encoder made it: enough to rebuild the record file exactly), then its record file
-        is created under its final name. With the default durability ("crash") the file is created by a
-        writer process (``FilePublisher``; creating a file is the costliest step on a busy disk), with
-        "fsync" at once and flushed to the device. A writer killed in between leaves at worst an unreferenced
-        log tail, or a committed record whose file is missing or short: the next open (for writing, or by a
-        reader once no writer holds the session) rewrites such files from ``committed.jsonl`` and cuts the
-        rest, so every listed checkpoint is complete.
+        Two appends: the checkpoint's log bytes to ``message_log.jsonl``, then its line to
+        ``committed.jsonl`` (the commit point). The record file follows at ``flush()``/``close()`` (at once
+        with ``durability="fsync"``, which also flushes every write to the device). A writer killed in
+        between leaves at worst bytes no commit refers to, cut when the session is next opened for writing.
 
-        Raises ``CheckpointSaveError`` on any I/O failure, if the checkpoint's file already exists (files are
-        never overwritten) or if the step number is negative; ``SessionLockedError`` if another writer holds
-        the session. After a failure the session on disk is unchanged and the store can save again. (A file
-        that someone else creates under the name of a pending checkpoint while this writer runs is left
-        alone too; ``flush`` reports it.)
+        Raises ``CheckpointSaveError`` on any I/O failure, if the checkpoint's id is already committed in
+        this session, or if the step number is negative; ``SessionLockedError`` if another writer holds
+        the session. After a failure the session on disk is unchanged and the store can save again.
         """
         if data.step_number < 0:
             raise CheckpointSaveError(
                 f"step_number must be >= 0, got {data.step_number}", path=self.checkpoint_dir
             )
         name = _file_name_for(data)  # a plain string on this path: pathlib costs ~10 us per checkpoint
-        committed = False
-        log_written = commit_written = False
+        committed = log_written = commit_written = False
         old_size, old_commit_size = self._log_size, self._commit_size
-        if self._unpublished or self._publisher.has_failures:
-            self._publish_unpublished()  # files of earlier saves the writer could not create: retry, or raise
         try:
             encoder = self._open_for_writing()
             old_size, old_commit_size = self._log_size, self._commit_size
-            if name in self._names:  # no lookup on disk: it would wait for the writer's creates
+            if name in self._names:
                 raise CheckpointSaveError(
-                    "a file with this name already exists; refusing to overwrite",
+                    "a checkpoint with this id already exists in the session; refusing to overwrite",
                     path=self.checkpoint_dir / name,
                 )
             encoded = encoder.encode(data, trusted_prefix=trusted_prefix)
-            fsync = self.durability == "fsync"
             assert self._log_fd is not None and self._commit_fd is not None
             new_hash = self._log_hash.copy()
             new_hash.update(encoded.log_bytes)
             prefix_size = old_size + len(encoded.log_bytes)
-            line = _record_line(dumps(encoded.record), prefix_size, name)
-            record = seal_record(
-                encoded.record, size=prefix_size, sha256=new_hash.hexdigest(), location={"file": LOG_FILE}
-            )
-            sealed = record_bytes(record)
+            log_sha = new_hash.hexdigest()
+            line, chain = commit_line(self._chain, dumps(encoded.record), prefix_size, log_sha, name)
+            fsync = self.durability == "fsync"
             log_written = True
             _write_all(self._log_fd, encoded.log_bytes)
             if fsync:
@@ -450,30 +545,34 @@ class FileSessionStore:
             _write_all(self._commit_fd, line)  # the commit point
             committed = True
             self._names.add(name)
-            self._log_size, self._log_hash = prefix_size, new_hash
+            self._log_size, self._log_hash, self._chain = prefix_size, new_hash, chain
             self._commit_size = old_commit_size + len(line)
             encoder.commit(encoded)
-            if fsync:
-                self._unpublished.append((self.checkpoint_dir / name, sealed))
-            else:
-                self._publisher.submit(name, sealed)
+            sealed = seal_record(
+                encoded.record, size=prefix_size, sha256=log_sha, location={"file": LOG_FILE}
+            )
+            self._pending[name] = record_bytes(sealed)
         except BaseException as exc:
             self._undo_uncommitted(committed, commit_written, log_written, old_size, old_commit_size)
             if isinstance(exc, CheckpointError):
                 raise
-            if isinstance(exc, (OSError, TypeError, ValueError)):
+            if isinstance(exc, OSError):
+                raise from_os_error(
+                    exc, "could not write checkpoint", self.checkpoint_dir / name, writing=True
+                ) from exc
+            if isinstance(exc, (TypeError, ValueError)):
                 raise CheckpointSaveError(
                     f"could not write checkpoint: {exc}", path=self.checkpoint_dir / name
                 ) from exc
             raise
-        if fsync:  # committed: flush the commit, then create the file now (retried later if it fails)
+        if fsync:  # committed: flush the commit to the device, then create the file now
             try:
                 os.fsync(self._commit_fd)
             except OSError as exc:
                 raise CheckpointSaveError(
                     f"could not flush the commit to the device: {exc}", path=self.checkpoint_dir / name
                 ) from exc
-            self._publish_unpublished()
+            self._create_pending()
         return name[: -len(".json")]
 
     def _undo_uncommitted(
@@ -485,7 +584,7 @@ class FileSessionStore:
         old_commit_size: int,
     ) -> None:
         """After a failed save: take back what it appended before its commit point."""
-        if committed:  # interrupted after the commit point: re-read the log next time
+        if committed:  # interrupted after the commit point: re-read the files next time
             self._forget_log()
         else:  # it belongs to no checkpoint
             if commit_written:
@@ -494,88 +593,46 @@ class FileSessionStore:
                 self._truncate(self._log_fd, old_size)
 
     def flush(self) -> None:
-        """Wait until every saved checkpoint's file exists.
+        """Create the record files of every checkpoint this writer committed (a reader has none).
 
-        Raises ``CheckpointSaveError`` if a file cannot be created (it is tried again at the next save and
-        flush; its checkpoint stays committed, and the file is rewritten when the session is next opened).
+        Raises ``CheckpointSaveError`` if a file cannot be created: it is tried again at the next flush and
+        close, and rebuilt from ``committed.jsonl`` when the session is next opened for writing; the
+        checkpoint itself is committed and loads meanwhile.
         """
-        self._publisher.wait()
-        for other in publishers_of(self._publisher.key):  # another store object writing this session
-            if other is not self._publisher:
-                other.wait()
-        self._publish_unpublished()
+        self._create_pending()
 
-    def _publish_unpublished(self) -> None:
-        """Create, in this thread, the committed record files still missing: with "fsync" the one just
-        saved, and those the writer process could not create (a full disk may have room again).
-
-        Raises ``CheckpointSaveError`` for files that still fail (kept for the next try) and, once, for a
-        name someone else's file took meanwhile (that file is left alone).
-        """
-        self._unpublished.extend(self._publisher.failures())
+    def _create_pending(self) -> None:
         fsync = self.durability == "fsync"
-        still: list[tuple[Path, bytes]] = []
-        first_error: OSError | None = None
-        foreign: list[Path] = []
-        for path, data in self._unpublished:
-            try:
-                _create_file(path, data, fsync=fsync)
-                if fsync:
-                    _fsync_dir(path.parent)
-            except FileExistsError:
-                with contextlib.suppress(OSError):
-                    if path.read_bytes() == data:
-                        continue
-                foreign.append(path)
+        failed: OSError | None = None
+        foreign: list[str] = []
+        for name, data in list(self._pending.items()):
+            path = self.checkpoint_dir / name
+            try:  # complete or absent, never torn: written aside, then linked under its name
+                write_file_atomic(path, data, overwrite=False, fsync=fsync)
+            except CheckpointSaveError:  # the name is taken
+                with contextlib.suppress(CheckpointError):
+                    if read_regular_file(path, follow=False) != data:
+                        foreign.append(name)  # someone else's file took the name: left alone, reported
             except OSError as exc:
-                still.append((path, data))
-                first_error = first_error or exc
-        self._unpublished = still
+                failed = failed or exc
+                continue
+            del self._pending[name]
+        if fsync and failed is None:
+            with contextlib.suppress(OSError):
+                _fsync_dir(self.checkpoint_dir)
         if foreign:
             raise CheckpointSaveError(
                 "a file with this name appeared before the checkpoint's file was created; it is left alone "
                 f"(the checkpoint is committed in {COMMIT_FILE})",
-                path=foreign[0],
+                path=self.checkpoint_dir / foreign[0],
             )
-        if still:
-            path = still[0][0]
-            more = f" (and {len(still) - 1} more)" if len(still) > 1 else ""
+        if failed is not None:
+            more = f" (and {len(self._pending) - 1} more)" if len(self._pending) > 1 else ""
             raise CheckpointSaveError(
-                f"could not create the checkpoint file{more}: {first_error}; it is tried again at the next "
-                f"save, and rewritten from {COMMIT_FILE} when the session is next opened",
-                path=path,
+                f"could not create the checkpoint file{more}: {failed}; the checkpoint is committed in "
+                f"{COMMIT_FILE} and loads; the file is tried again at the next flush",
+                path=self.checkpoint_dir / next(iter(self._pending)),
             )
-
-    def _recover_unpublished(self) -> None:
-        """A reader's repair after a killed writer: publish records the log committed but no file has.
-
-        Only when no writer holds the session (a live writer publishes its own files).
-        """
-        commit_path = self.checkpoint_dir / COMMIT_FILE
-        try:
-            stat = commit_path.stat()
-        except OSError:
-            return
-        if (
-            self._recovered_at == (stat.st_size, stat.st_mtime_ns)
-            or self._lock_fd is not None
-            or fcntl is None
-        ):
-            return
-        try:
-            fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return  # a live writer: it publishes its own files
-            with contextlib.suppress(CheckpointError, OSError):
-                _repair_records(self.checkpoint_dir, fsync=self.durability == "fsync")
-            self._recovered_at = (stat.st_size, stat.st_mtime_ns)
-        finally:
-            os.close(fd)  # releases the lock
 
     def _truncate(self, fd: int | None, size: int) -> None:
         try:
@@ -608,9 +665,8 @@ class FileSessionStore:
         path = self.root / name
         if not _SAFE_FILE_NAME.match(name):
             return None
-        try:
-            raw = read_regular_file(path, what="session document")
-        except CheckpointNotFoundError:
+        raw = read_regular_file(path, what="session document", follow=False, missing_ok=True)
+        if raw is None:
             return None
         if name.endswith(".txt"):
             return raw.decode("utf-8", errors="replace")
@@ -636,20 +692,19 @@ class FileSessionStore:
             raise from_os_error(exc, "cannot list the session's documents", self.root) from exc
 
     def locate(self, checkpoint_id: str) -> str:
-        """The checkpoint's file path (loadable from anywhere with ``read_checkpoint_file``)."""
+        """The checkpoint's record file path (loadable from anywhere with ``read_checkpoint_file``)."""
         self.flush()
         return str(self.path_of(checkpoint_id))
 
     def close(self) -> None:
-        """Wait for pending record files, then release the log and the writer lock (a later save reopens
+        """Create the pending record files, then release the log and the writer lock (a later save reopens
         them). A record file that cannot be created is reported with a ``RuntimeWarning``: its checkpoint
-        is committed and the file is rewritten when the session is next opened."""
-        self._publisher.close()
+        is committed and the file is rebuilt when the session is next opened for writing."""
         try:
-            self._publish_unpublished()
+            self._create_pending()
         except CheckpointSaveError as exc:
             warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
-        self._unpublished = []
+        self._pending = {}
         for attr in ("_log_fd", "_commit_fd", "_lock_fd"):
             fd = getattr(self, attr)
             if fd is not None:
@@ -661,62 +716,79 @@ class FileSessionStore:
         with contextlib.suppress(Exception):
             self.close()
 
-    # -- reading ------------------------------------------------------------------------------------------
-    def list_checkpoints(self) -> list[str]:
-        """Checkpoint ids of this session in step order."""
-        self.flush()
-        self._recover_unpublished()
-        found = []
+    # -- reading (never writes) ---------------------------------------------------------------------------
+    def _commits(self) -> CommitLog:
+        """The verified commits of the session (empty for a session nothing was committed in yet)."""
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise CheckpointNotFoundError("not a session directory", path=self.root)
+        if os.path.lexists(self.checkpoint_dir) and not os.path.isdir(self.checkpoint_dir):
+            raise CorruptCheckpointError(
+                f"{CHECKPOINT_DIR} is not a directory; a session keeps its checkpoints in one",
+                path=self.checkpoint_dir,
+            )
+        _refuse_link(self.checkpoint_dir)
+        path = self.checkpoint_dir / COMMIT_FILE
         try:
-            with os.scandir(self.checkpoint_dir) as entries:
-                for entry in entries:
-                    match = _CHECKPOINT_NAME.match(entry.name)
-                    if match and entry.is_file():
-                        found.append((int(match.group(1)), entry.name[:-5]))
-        except FileNotFoundError:
-            return []  # a session nothing was saved in yet
-        except NotADirectoryError as exc:
-            if os.path.isdir(self.root):
-                raise CorruptCheckpointError(
-                    f"{CHECKPOINT_DIR} is not a directory; a session keeps its checkpoints in one",
-                    path=self.checkpoint_dir,
-                ) from exc
-            raise CheckpointNotFoundError("not a session directory", path=self.root) from exc
-        except OSError as exc:
-            raise from_os_error(exc, "cannot list the session's checkpoints", self.checkpoint_dir) from exc
-        return [name for _, name in sorted(found)]
+            raw = read_regular_file(path, what="commit file", follow=False, missing_ok=True)
+        except CheckpointNotFoundError as exc:
+            if os.path.lexists(path):  # a directory, FIFO or device in its place
+                raise CorruptCheckpointError(f"{COMMIT_FILE} is not a regular file", path=path) from exc
+            raise
+        return read_commits(raw or b"")
+
+    def list_checkpoints(self) -> list[str]:
+        """Checkpoint ids of this session in step order, as ``committed.jsonl`` commits them.
+
+        A damaged commit line is reported with a ``CheckpointWarning`` naming the file and line, and the
+        checkpoints from it on are left out (each may still load from its own record file).
+        """
+        commits = self._commits()
+        if commits.damage is not None:
+            warnings.warn(
+                f"{commits.damage} [{self.checkpoint_dir / COMMIT_FILE}]: the checkpoints committed from "
+                "there on are not listed",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+        ordered = sorted(commits.commits, key=lambda commit: commit.step)
+        return [commit.name[: -len(".json")] for commit in ordered]
 
     def path_of(self, checkpoint_id: str | Path) -> Path:
-        """The file of a checkpoint id (a bare id, a file name in this session, or a path to a .json file).
+        """The record file of a checkpoint id (a bare id, a file name in this session, or a path).
 
-        A checkpoint of this writer whose file the writer process has not created yet is waited for.
+        For the writer's own checkpoints the file is created first. A reader's path may not exist yet while
+        another process writes the session (its files come at its flush); ``load`` reads such a checkpoint
+        from its commit line.
         """
         candidate = Path(checkpoint_id)
         if candidate.suffix == ".json" and (candidate.is_absolute() or len(candidate.parts) > 1):
-            path = candidate
-        else:
-            path = self.checkpoint_dir / (
-                candidate.name if candidate.suffix == ".json" else f"{candidate.name}.json"
-            )
-        if any(path.name in publisher.pending for publisher in publishers_of(self._publisher.key)):
-            self.flush()
-        return path
+            return candidate
+        name = candidate.name if candidate.suffix == ".json" else f"{candidate.name}.json"
+        if name in self._pending:  # the writer's own checkpoint: its file is created now
+            self._create_pending()
+        return self.checkpoint_dir / name
 
     def load(self, checkpoint_id: str | Path) -> CheckpointData:
-        """Load a checkpoint of this session by id, file name or path."""
+        """Load a checkpoint of this session by id, file name or path (never writes anything)."""
         path = self.path_of(checkpoint_id)
-        if not os.path.lexists(path) and path.parent == self.checkpoint_dir:
-            self.list_checkpoints()  # publishes what this writer, or a killed one, left unpublished
-        if not os.path.lexists(path):
-            raise CheckpointNotFoundError(
-                f"no checkpoint {checkpoint_id!r} in session {self.root}", path=path
-            )
+        if path.parent != self.checkpoint_dir:
+            return read_checkpoint_file(path)
+        pending = self._pending.get(path.name)
+        if pending is None and not os.path.lexists(path):
+            commit = next((c for c in self._commits().commits if c.name == path.name), None)
+            if commit is None:
+                raise CheckpointNotFoundError(
+                    f"no checkpoint {str(checkpoint_id)!r} in session {self.root}", path=path
+                )
+            pending = commit.sealed()
+        if pending is not None:  # committed, its record file not created yet
+            return decode_record_file(pending, path)
         return read_checkpoint_file(path)
 
     def next_step_number(self) -> int:
-        """One past the highest step on disk (0 for a new session)."""
-        ids = self.list_checkpoints()
-        return int(_CHECKPOINT_NAME.match(ids[-1] + ".json").group(1)) + 1 if ids else 0  # type: ignore[union-attr]
+        """One past the highest committed step (0 for a new session)."""
+        steps = [commit.step for commit in self._commits().commits]
+        return max(steps) + 1 if steps else 0
 
 
 def _file_timestamp(iso_timestamp: str) -> str:
@@ -745,10 +817,12 @@ def _read_prefix(path: Path, size: int, checkpoint: Path) -> bytes:
     is read or allocated, so a record that claims a huge log is refused, not obeyed.
     """
     try:
-        fd = os.open(path, _READ_FLAGS)
+        fd = os.open(path, _READ_FLAGS | _NOFOLLOW)
     except FileNotFoundError as exc:
         raise CorruptCheckpointError(f"the session log {path.name} is missing", path=checkpoint) from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _link_error(path, "log") from exc
         raise from_os_error(
             exc, f"the session log {path.name} cannot be read", checkpoint, otherwise=CorruptCheckpointError
         ) from exc
@@ -782,7 +856,14 @@ def _read_prefix(path: Path, size: int, checkpoint: Path) -> bytes:
     return data
 
 
-def read_regular_file(path: Path, *, what: str = "checkpoint file", limit: int = MAX_FILE_BYTES) -> bytes:
+def read_regular_file(
+    path: Path,
+    *,
+    what: str = "checkpoint file",
+    limit: int = MAX_FILE_BYTES,
+    follow: bool = True,
+    missing_ok: bool = False,
+) -> bytes | None:
     """The bytes of the regular file ``path``; every failure is a ``CheckpointError`` naming it.
 
     A missing path, a directory, a FIFO or a device is a ``CheckpointNotFoundError`` (nothing is opened in a
@@ -790,12 +871,16 @@ def read_regular_file(path: Path, *, what: str = "checkpoint file", limit: int =
     ``CorruptCheckpointError`` (refused before it is read).
     """
     try:
-        fd = os.open(usable_path(path), _READ_FLAGS)
+        fd = os.open(usable_path(path), _READ_FLAGS if follow else _READ_FLAGS | _NOFOLLOW)
     except CheckpointError:  # a NUL character (CheckpointNotFoundError is a FileNotFoundError too)
         raise
     except FileNotFoundError as exc:
+        if missing_ok:
+            return None
         raise CheckpointNotFoundError(f"{what} does not exist", path=path) from exc
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise _link_error(path, what) from exc
         raise from_os_error(exc, f"cannot open the {what}", path) from exc
     try:
         info = os.fstat(fd)
@@ -833,17 +918,35 @@ def parse_checkpoint_bytes(raw: bytes, *, path: Path) -> dict[str, Any]:
 
 
 def read_checkpoint_file(path: str | Path) -> CheckpointData:
-    """Load any checkpoint file (log layout, standalone inline layout, or seed-era format).
+    """Load any checkpoint file (a session's record file, a standalone export, or a seed-era file).
 
-    Loading only parses JSON and validates it; nothing in a file is ever executed. Every failure is a
-    ``CheckpointError`` whose message names the file.
+    Loading only parses JSON and validates it; nothing in a file is ever executed, and a record file is
+    never read through a symbolic link. Every failure is a ``CheckpointError`` whose message names the file.
     """
     path = Path(path)
-    raw = read_regular_file(path, what="checkpoint .json file")
+    raw = read_regular_file(path, what="checkpoint .json file", follow=False)
+    assert raw is not None
+    return decode_record_file(raw, path)
+
+
+def decode_record_file(raw: bytes, path: Path) -> CheckpointData:
+    """A checkpoint from the bytes of its file ``path``: integrity, id and log prefix all checked."""
     with reading(str(path)):  # MemoryError, RecursionError, ...: a CheckpointError naming the file
         record = open_record(raw, where=str(path))
         log = record.get("log")
         name = log.get("file") if isinstance(log, dict) else None
+        own_name = record_file_name(
+            record.get("checkpoint_id"),
+            record.get("step_number"),
+            record.get("context"),
+            record.get("timestamp"),
+        )
+        if record.get("layout") == "log" and own_name and own_name != path.name:
+            raise CorruptCheckpointError(
+                f"the file holds checkpoint {str(record.get('checkpoint_id'))[:200]!r}, whose file is "
+                f"{own_name!r} (a record file is named after its checkpoint)",
+                path=path,
+            )
 
         def log_prefix(size: int) -> bytes:
             if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.startswith("."):
@@ -936,12 +1039,16 @@ class FileStore:
 
     def find_checkpoint(self, checkpoint_id: str) -> str:
         name = f"{Path(checkpoint_id).stem}.json"
-        matches = [
-            s
-            for s in self.list_sessions()
-            if os.path.isfile(self._session_path(s) / CHECKPOINT_DIR / name)  # False where unreadable
-        ]
+        matches = [s for s in self.list_sessions() if self._commits_name(s, name)]
         if len(matches) != 1:
             problem = "no session holds" if not matches else f"{len(matches)} sessions hold"
             raise CheckpointNotFoundError(f"{problem} checkpoint {checkpoint_id!r}", path=self.root)
         return matches[0]
+
+    def _commits_name(self, session_id: str, name: str) -> bool:
+        """Whether the session commits the checkpoint file ``name`` (False where it cannot be read)."""
+        try:
+            commits = FileSessionStore(self._session_path(session_id))._commits().commits
+        except CheckpointError:
+            return False
+        return any(commit.name == name for commit in commits)
