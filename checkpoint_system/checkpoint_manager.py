@@ -69,6 +69,9 @@ class CheckpointManager:
         metadata: extra fields for ``session_metadata.json``.
         checkpoint_metadata: extra fields for every checkpoint's ``metadata`` (e.g. lineage of a
             continuation, interventions applied).
+        start_from: for a continuation session nested in its parent's (a directory inside it, or the
+            store session ``<parent>/continuation_...``): the parent checkpoint's id. The session then
+            stores only what is new and refers to that checkpoint (where the backend can).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class CheckpointManager:
         checkpoint_metadata: dict[str, Any] | None = None,
         store: CheckpointStore | str | None = None,
         session_id: str | None = None,
+        start_from: str | None = None,
     ) -> None:
         if on_save_error not in ("raise", "warn"):
             raise ValueError(f"on_save_error must be 'raise' or 'warn', not {on_save_error!r}")
@@ -101,6 +105,8 @@ class CheckpointManager:
             self.backing_store = None
             self.session_dir = Path(session_dir) if session_dir is not None else default_session_dir()
             self.store = FileSessionStore(self.session_dir, durability=durability)
+        #: whether the session refers to its parent's checkpoint instead of copying its state
+        self.forked = self.store.start_from(start_from) if start_from is not None else False
         self.on_save_error: SaveErrorPolicy = on_save_error
         self.problem_context = problem_context
         self.last_checkpoint_id: str | None = parent_checkpoint_id

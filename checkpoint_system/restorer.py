@@ -295,10 +295,12 @@ class CheckpointRestorer:
                 assert directory is not None
                 parent_ref = os.path.relpath(reference.path.resolve(), directory.resolve())
                 target = {"session_dir": directory}
+                nested = directory.parent.resolve() == session_dir_of(reference.path)
             else:
                 session_id = new_continuation_session_id(reference.store, reference.session_id)
                 parent_ref = where
                 target = {"store": reference.store, "session_id": session_id}
+                nested = True
             lineage = {
                 "parent_checkpoint_id": original.checkpoint_id,
                 "parent_checkpoint_path": parent_ref,
@@ -306,6 +308,8 @@ class CheckpointRestorer:
             }
             checkpoint_manager = created = CheckpointManager(
                 **target,
+                # nested in the parent's session: store only what is new, refer to the parent checkpoint
+                start_from=original.checkpoint_id if nested else None,
                 parent_checkpoint_id=original.checkpoint_id,
                 problem_context=str(checkpoint.metadata.get("problem_context") or ""),
                 metadata={"continuation_of": lineage},

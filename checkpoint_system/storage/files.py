@@ -48,9 +48,18 @@ from ..errors import (
     from_os_error,
 )
 from ..model import CheckpointData
-from .delta import DeltaEncoder, LogReplay, dumps
+from .delta import DeltaEncoder, LogReplay, checkpoint_from_record, dumps
 from .protocol import Durability
-from .records import decode_checkpoint, inline_document, open_record, reading, record_bytes, seal_record
+from .records import (
+    decode_checkpoint,
+    inline_document,
+    log_reference,
+    open_record,
+    reading,
+    record_bytes,
+    replay_log_prefix,
+    seal_record,
+)
 
 try:  # POSIX advisory locks; on other platforms a session is not locked.
     import fcntl
@@ -248,6 +257,7 @@ def export_checkpoint(data: CheckpointData, path: str | Path, *, fsync: bool = F
 
 # -- the commit file: one hash-chained line per committed checkpoint --------------------------------------
 
+_EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 #: Seed of the chain: the hash the first line continues.
 _CHAIN_SEED = hashlib.sha256(b"checkpoint_system committed.jsonl").hexdigest().encode()
 _CHAIN_KEY = b',"c":"'
@@ -405,6 +415,8 @@ class FileSessionStore:
         self._pending: dict[str, bytes] = {}
         #: file names committed in this session (the writer's), so a name is never committed twice
         self._names: set[str] = set()
+        #: the parent checkpoint a continuation's log continues (``base`` of every record), if any
+        self._base: dict[str, str] | None = None
 
     # -- writing ------------------------------------------------------------------------------------------
     def _open_for_writing(self) -> DeltaEncoder:
@@ -440,7 +452,10 @@ class FileSessionStore:
                 )
             if len(log) > size:  # a killed writer's log bytes that no commit refers to
                 os.ftruncate(log_fd, size)
-            replay = LogReplay()
+            if commits.commits:  # a continuation's log goes on from its parent's state
+                self._base = commits.commits[0].record.get("base")
+            probe = {"base": self._base, "log": {"file": LOG_FILE, "size": 0, "sha256": _EMPTY_SHA}}
+            replay = _base_replay(probe, self.checkpoint_dir / COMMIT_FILE, 0) or LogReplay()
             replay.apply_bytes(log[:size], path=str(self.checkpoint_dir / LOG_FILE))
             encoder = DeltaEncoder()
             encoder.load_state(replay)
@@ -530,6 +545,8 @@ class FileSessionStore:
                     path=self.checkpoint_dir / name,
                 )
             encoded = encoder.encode(data, trusted_prefix=trusted_prefix)
+            if self._base is not None:
+                encoded.record["base"] = self._base
             assert self._log_fd is not None and self._commit_fd is not None
             new_hash = self._log_hash.copy()
             new_hash.update(encoded.log_bytes)
@@ -773,17 +790,40 @@ class FileSessionStore:
         path = self.path_of(checkpoint_id)
         if path.parent != self.checkpoint_dir:
             return read_checkpoint_file(path)
-        pending = self._pending.get(path.name)
-        if pending is None and not os.path.lexists(path):
+        record, path = self.record_of(path.stem)
+        with reading(str(path)):
+            return checkpoint_from_record(record, replay_record(record, path), path=str(path))
+
+    def record_of(self, checkpoint_id: str) -> tuple[dict[str, Any], Path]:
+        """The verified record of a checkpoint of this session and its file's path: from its record file,
+        or from its commit line while the file does not exist yet (nothing is written)."""
+        path = self.checkpoint_dir / f"{checkpoint_id}.json"
+        raw = self._pending.get(path.name)
+        if raw is None:
+            raw = read_regular_file(path, what="checkpoint .json file", follow=False, missing_ok=True)
+        if raw is None:
             commit = next((c for c in self._commits().commits if c.name == path.name), None)
             if commit is None:
                 raise CheckpointNotFoundError(
-                    f"no checkpoint {str(checkpoint_id)!r} in session {self.root}", path=path
+                    f"no checkpoint {checkpoint_id!r} in session {self.root}", path=path
                 )
-            pending = commit.sealed()
-        if pending is not None:  # committed, its record file not created yet
-            return decode_record_file(pending, path)
-        return read_checkpoint_file(path)
+            raw = commit.sealed()
+        with reading(str(path)):
+            return open_record_file(raw, path), path
+
+    def start_from(self, checkpoint_id: str) -> bool:
+        """Make this new session a continuation of the checkpoint ``checkpoint_id`` of the session that
+        holds it (its parent directory): its log then holds only what is new, and every checkpoint refers
+        to the parent's by id and hash. Call before the first save; returns True (the parent is referred
+        to, not copied)."""
+        if self._encoder is not None or self._commits().commits:
+            raise CheckpointSaveError(
+                "a session can only start from a parent before its first save", path=self.root
+            )
+        parent = FileSessionStore(self.root.parent)
+        record, _ = parent.record_of(checkpoint_id)
+        self._base = {"session": _BASE_SESSION, "checkpoint": checkpoint_id, "integrity": record["integrity"]}
+        return True
 
     def next_step_number(self) -> int:
         """One past the highest committed step (0 for a new session)."""
@@ -930,31 +970,79 @@ def read_checkpoint_file(path: str | Path) -> CheckpointData:
 
 
 def decode_record_file(raw: bytes, path: Path) -> CheckpointData:
-    """A checkpoint from the bytes of its file ``path``: integrity, id and log prefix all checked."""
+    """A checkpoint from the bytes of its file ``path``: integrity, id and log prefix all checked (and, for
+    a continuation, its parent's checkpoint, which its log continues)."""
     with reading(str(path)):  # MemoryError, RecursionError, ...: a CheckpointError naming the file
-        record = open_record(raw, where=str(path))
-        log = record.get("log")
-        name = log.get("file") if isinstance(log, dict) else None
-        own_name = record_file_name(
-            record.get("checkpoint_id"),
-            record.get("step_number"),
-            record.get("context"),
-            record.get("timestamp"),
+        record = open_record_file(raw, path)
+        if record.get("layout") != "log":  # a standalone export or a seed-era file
+            return decode_checkpoint(record, where=str(path), log_prefix=lambda size: b"")
+        return checkpoint_from_record(record, replay_record(record, path), path=str(path))
+
+
+def open_record_file(raw: bytes, path: Path) -> dict[str, Any]:
+    """The verified record in a record file's bytes; a record under another checkpoint's name is refused."""
+    record = open_record(raw, where=str(path))
+    own_name = record_file_name(
+        record.get("checkpoint_id"), record.get("step_number"), record.get("context"), record.get("timestamp")
+    )
+    if record.get("layout") == "log" and own_name and own_name != path.name:
+        raise CorruptCheckpointError(
+            f"the file holds checkpoint {str(record.get('checkpoint_id'))[:200]!r}, whose file is "
+            f"{own_name!r} (a record file is named after its checkpoint)",
+            path=path,
         )
-        if record.get("layout") == "log" and own_name and own_name != path.name:
-            raise CorruptCheckpointError(
-                f"the file holds checkpoint {str(record.get('checkpoint_id'))[:200]!r}, whose file is "
-                f"{own_name!r} (a record file is named after its checkpoint)",
-                path=path,
-            )
+    return record
 
-        def log_prefix(size: int) -> bytes:
-            if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.startswith("."):
-                raise InvalidCheckpointError(f"unsafe log file name {str(name)[:200]!r}", path=path)
-            return _read_prefix(path.parent / name, size, path)
 
-        log_name = f"the session log {path.parent / str(name)}"
-        return decode_checkpoint(record, where=str(path), log_prefix=log_prefix, log_name=log_name)
+def replay_record(record: dict[str, Any], path: Path, depth: int = 0) -> LogReplay:
+    """The log state a record of the session file ``path`` stands for: its parent checkpoint's state first
+    (a continuation's log only holds what is new), then its own verified log prefix."""
+    log = record.get("log")
+    name = log.get("file") if isinstance(log, dict) else None
+    if not isinstance(name, str) or not _SAFE_FILE_NAME.match(name) or name.startswith("."):
+        raise InvalidCheckpointError(f"unsafe log file name {str(name)[:200]!r}", path=path)
+    base = _base_replay(record, path, depth)
+    size, _ = log_reference(record, where=str(path))
+    prefix = _read_prefix(path.parent / name, size, path)
+    return replay_log_prefix(
+        record, prefix, where=str(path), log_name=f"the session log {path.parent / name}", base=base
+    )
+
+
+#: How many continuations deep a checkpoint's lineage may go (a bound for a hostile chain).
+MAX_FORK_DEPTH = 256
+_BASE_SESSION = ".."
+
+
+def _base_replay(record: dict[str, Any], path: Path, depth: int) -> LogReplay | None:
+    """The parent checkpoint's log state for a continuation's record (None for a session of its own).
+
+    ``base`` is ``{"session": "..", "checkpoint": <id>, "integrity": <the parent record's hash>}``: the
+    parent is the session directory holding the continuation, never anywhere else.
+    """
+    base = record.get("base")
+    if base is None:
+        return None
+    if (
+        not isinstance(base, dict)
+        or set(base) != {"session", "checkpoint", "integrity"}
+        or base["session"] != _BASE_SESSION
+        or not isinstance(base["checkpoint"], str)
+        or not _SAFE_FILE_NAME.match(f"{base['checkpoint']}.json")
+        or not isinstance(base["integrity"], str)
+    ):
+        raise InvalidCheckpointError("malformed parent reference ('base') in the record", path=path)
+    if depth >= MAX_FORK_DEPTH:
+        raise CorruptCheckpointError(f"continuations nested deeper than {MAX_FORK_DEPTH}", path=path)
+    parent = FileSessionStore(path.parent.parent.parent)
+    parent_record, parent_path = parent.record_of(base["checkpoint"])
+    if parent_record.get("integrity") != base["integrity"]:
+        raise CorruptCheckpointError(
+            f"the parent checkpoint {base['checkpoint']!r} this continuation starts from has changed "
+            "(its hash differs from the one recorded)",
+            path=path,
+        )
+    return replay_record(parent_record, parent_path, depth + 1)
 
 
 def _looks_like_session(path: Path) -> bool:

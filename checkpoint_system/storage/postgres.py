@@ -568,6 +568,10 @@ class PostgresSessionStore:
                 raise CheckpointSaveError(exc.reason, path=where) from exc
         raise CheckpointSaveError("could not write document: the session row vanished", path=where)
 
+    def start_from(self, checkpoint_id: str) -> bool:
+        """Continuations in this store copy their parent's state at their first save (False)."""
+        return False
+
     def flush(self) -> None:
         """Nothing to wait for: a save returns once its transaction committed."""
 

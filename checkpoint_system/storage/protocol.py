@@ -59,10 +59,17 @@ class SessionStore(Protocol):
         """Names of the session's documents, sorted."""
         ...
 
+    def start_from(self, checkpoint_id: str) -> bool:
+        """Make this new session a continuation of ``checkpoint_id`` in its parent session (the directory
+        holding it; the session id before the last ``/``). Before the first save. True when the backend
+        refers to the parent's stored state (a fork copies nothing); False when the first save will store
+        the whole state."""
+        ...
+
     def flush(self) -> None:
         """Return once every saved checkpoint is visible to other processes (a backend may finish writes
-        in the background: the file store creates record files in a thread); raises ``CheckpointSaveError``
-        if such a write failed."""
+        later: the file store creates record files in one batch); raises ``CheckpointSaveError`` if such a
+        write failed."""
         ...
 
     def close(self) -> None:

@@ -126,6 +126,22 @@ def checkpoint_from_log(
     Checks the prefix's size and sha256 against the record, replays it and builds the checkpoint.
     ``log_name`` names the log in messages (a file path, or e.g. ``log chunks 0..7``).
     """
+    replay = replay_log_prefix(record, prefix, where=where, log_name=log_name)
+    return checkpoint_from_record(record, replay, path=where)
+
+
+def replay_log_prefix(
+    record: dict[str, Any],
+    prefix: bytes,
+    *,
+    where: str,
+    log_name: str = "the session log",
+    base: LogReplay | None = None,
+) -> LogReplay:
+    """The state a record's log prefix leaves, replayed on top of ``base`` (a fork's parent state).
+
+    The prefix's size and sha256 are checked against the record first.
+    """
     size, expected = log_reference(record, where=where)
     if len(prefix) != size:
         raise CorruptCheckpointError(
@@ -133,12 +149,12 @@ def checkpoint_from_log(
         )
     if hashlib.sha256(prefix).hexdigest() != expected:
         raise CorruptCheckpointError(f"{log_name} does not match the checkpoint's hash", path=where)
-    replay = LogReplay()
+    replay = base if base is not None else LogReplay()
     try:
         replay.apply_bytes(prefix)
     except CorruptCheckpointError as exc:
         raise CorruptCheckpointError(f"{exc.reason} (in {log_name})", path=where) from exc
-    return checkpoint_from_record(record, replay, path=where)
+    return replay
 
 
 #: what Python raises on a record of the wrong shape (a missing key, a string where a number belongs, ...)

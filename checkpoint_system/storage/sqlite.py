@@ -773,6 +773,10 @@ class SqliteSessionStore:
             except sqlite3.Error as exc:
                 raise CheckpointSaveError(f"could not write document: {exc}", path=where) from exc
 
+    def start_from(self, checkpoint_id: str) -> bool:
+        """Continuations in this store copy their parent's state at their first save (False)."""
+        return False
+
     def flush(self) -> None:
         """Nothing to wait for: a save returns once its transaction committed."""
 
