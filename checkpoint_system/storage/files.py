@@ -1095,14 +1095,24 @@ class FileStore:
                 found.append(path.relative_to(self.root).as_posix())
         return sorted(found)
 
-    def delete_session(self, session_id: str) -> None:
-        """Remove a session directory (with the continuations nested in it).
+    def delete_session(self, session_id: str, *, include_continuations: bool = False) -> None:
+        """Remove a session directory.
 
+        Its continuations (nested in it) read their parent's checkpoints: deleting a session that has any is
+        refused (``CheckpointError`` naming them) unless ``include_continuations`` deletes them too.
         ``SessionLockedError`` if a writer holds the session or one of its continuations.
         """
         path = self._session_path(session_id)
         if not _looks_like_session(path):
             raise CheckpointNotFoundError(f"no session {session_id!r}", path=path)
+        dependents = FileStore(path).list_sessions()
+        if dependents and not include_continuations:
+            raise CheckpointError(
+                f"session {session_id!r} has {len(dependents)} continuation(s) that depend on it "
+                f"({', '.join(dependents[:3])}{', ...' if len(dependents) > 3 else ''}); pass "
+                "include_continuations=True to delete them too",
+                path=path,
+            )
         held: list[int] = []
         try:
             if fcntl is not None:

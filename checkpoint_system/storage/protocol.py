@@ -94,8 +94,10 @@ class CheckpointStore(Protocol):
         """Ids of the sessions that hold at least one checkpoint or document, sorted."""
         ...
 
-    def delete_session(self, session_id: str) -> None:
-        """Remove a session and everything in it (its continuations are separate sessions)."""
+    def delete_session(self, session_id: str, *, include_continuations: bool = False) -> None:
+        """Remove a session and everything in it. A session with continuations (``<id>/continuation_...``)
+        is refused with a ``CheckpointError`` naming them unless ``include_continuations`` removes them too:
+        a continuation may read its parent's checkpoints."""
         ...
 
     def find_checkpoint(self, checkpoint_id: str) -> str:
