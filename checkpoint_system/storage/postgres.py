@@ -59,6 +59,7 @@ from .records import (
     decode_stored,
     encode_document,
     reference,
+    refuse_dependents,
 )
 
 psycopg: Any
@@ -361,8 +362,18 @@ class PostgresStore:
     def list_sessions(self) -> list[str]:
         return [row[0] for row in self._query(_LIST_SESSIONS, (), self._url)]
 
-    def delete_session(self, session_id: str) -> None:
-        """Remove a session's checkpoints, log and documents (``SessionLockedError`` if it has a writer)."""
+    def delete_session(self, session_id: str, *, include_continuations: bool = False) -> None:
+        """Remove a session's checkpoints, log and documents (``SessionLockedError`` if it has a writer).
+
+        A session with continuations (``<id>/continuation_...``) is refused unless ``include_continuations``
+        removes them too (deepest first).
+        """
+        dependents = refuse_dependents(self.list_sessions(), session_id, include_continuations, self._url)
+        for dependent in sorted(dependents, key=lambda s: -s.count("/")):
+            self._delete_one(dependent)
+        self._delete_one(session_id)
+
+    def _delete_one(self, session_id: str) -> None:
         pg = _require_psycopg()
         where = reference(self._url, session_id)
         key = session_lock_key(session_id)

@@ -77,6 +77,7 @@ from .records import (
     decode_stored,
     encode_document,
     reference,
+    refuse_dependents,
 )
 from .wal_checkpointer import SAFETY_NET_PAGES, WalCheckpointer
 
@@ -504,8 +505,18 @@ class SqliteStore:
             )
         return [row[0] for row in rows]
 
-    def delete_session(self, session_id: str) -> None:
-        """Remove a session's checkpoints, log and documents (``SessionLockedError`` if it has a writer)."""
+    def delete_session(self, session_id: str, *, include_continuations: bool = False) -> None:
+        """Remove a session's checkpoints, log and documents (``SessionLockedError`` if it has a writer).
+
+        A session with continuations (``<id>/continuation_...``) is refused unless ``include_continuations``
+        removes them too (deepest first).
+        """
+        dependents = refuse_dependents(self.list_sessions(), session_id, include_continuations, self._url)
+        for dependent in sorted(dependents, key=lambda s: -s.count("/")):
+            self._delete_one(dependent)
+        self._delete_one(session_id)
+
+    def _delete_one(self, session_id: str) -> None:
         where = reference(self._url, session_id)
         with self._lock, self._writing(where), self._transaction(where) as conn:
             holder = self._live_holder(conn, session_id, token=None)
