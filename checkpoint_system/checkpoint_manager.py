@@ -15,11 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .checkpoint_ids import new_checkpoint_id
 from .errors import CheckpointError, CheckpointSaveError
 from .model import FORMAT_VERSION, CheckpointData
 from .snapshot import conversation_snapshot, utc_timestamp
 from .storage import Durability, SessionStore, is_store_url, load_reference, open_store
-from .storage.files import FileSessionStore, checkpoint_file_name
+from .storage.files import FileSessionStore
 from .storage.protocol import CheckpointStore
 from .versions import ag2_version, library_version
 
@@ -171,7 +172,7 @@ class CheckpointManager:
     ) -> CheckpointData:
         """Snapshot the given agents, manager and messages (nothing is written)."""
         timestamp = utc_timestamp()
-        checkpoint_id = checkpoint_file_name(step_number, context, timestamp)[: -len(".json")]
+        checkpoint_id = new_checkpoint_id(step_number, context, timestamp)
         return conversation_snapshot(
             agents=agents,
             manager=manager,
@@ -373,9 +374,9 @@ class CheckpointManager:
 
     def checkpoint_path(self, checkpoint_id: str) -> Path:
         """The file that holds a checkpoint of this session (file sessions only; see ``locate``)."""
-        if not isinstance(self.store, FileSessionStore):
+        if self.session_dir is None:
             raise TypeError("checkpoint_path is for file sessions; use locate() for a store reference")
-        return self.store.path_of(checkpoint_id)
+        return Path(self.store.locate(checkpoint_id))
 
     def locate(self, checkpoint_id: str) -> str:
         """A reference to a checkpoint that ``load_checkpoint_file`` resolves from anywhere."""
@@ -389,10 +390,11 @@ class CheckpointManager:
     def flush(self) -> None:
         """Return once every checkpoint saved so far can be read by other processes.
 
-        The file store creates record files in a helper process (the commit itself is synchronous);
-        this waits for them. ``CheckpointSaveError`` if one could not be created (its checkpoint stays
-        committed and the file is rewritten when the session is next opened). Session documents whose
-        write failed are written again too.
+        The file store creates record files in one batch (the commit itself is synchronous, and readers
+        load a committed checkpoint from its commit line meanwhile); this creates them.
+        ``CheckpointSaveError`` if one could not be created (its checkpoint stays committed and the file
+        is rebuilt when the session is next opened for writing). Session documents whose write failed are
+        written again too.
         """
         try:
             self.store.flush()

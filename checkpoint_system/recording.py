@@ -64,6 +64,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .errors import CheckpointError, CorruptCheckpointError
+from .storage.files import session_dir_of
 
 if TYPE_CHECKING:
     from autogen import ConversableAgent
@@ -272,9 +273,7 @@ def _parent_session(directory: Path) -> Path | None:
             data = {}
         relative = data.get("parent_checkpoint_path") if isinstance(data, dict) else None
         if isinstance(relative, str) and relative:
-            checkpoint = Path(os.path.normpath(directory / relative))
-            parent = checkpoint.parent
-            return parent.parent if parent.name == "checkpoints" else parent
+            return session_dir_of(os.path.normpath(directory / relative))
     if directory.name.startswith("continuation_"):
         return directory.parent
     return None

@@ -41,6 +41,7 @@ from .rebuild import (
 )
 from .snapshot import utc_timestamp
 from .storage import CheckpointReference, CheckpointStore, load_reference
+from .storage.files import session_dir_of
 
 CONTINUATION_METADATA = "continuation_metadata.json"
 
@@ -82,12 +83,6 @@ def new_continuation_dir(session_dir: Path) -> Path:
                 writing=True,
             ) from exc
     raise CheckpointError("could not create a unique continuation directory", path=session_dir)
-
-
-def session_dir_of(checkpoint_file: Path) -> Path:
-    """The session directory a checkpoint file belongs to (``<session>/checkpoints/<file>``)."""
-    parent = checkpoint_file.resolve().parent
-    return parent.parent if parent.name == "checkpoints" else parent
 
 
 def new_continuation_session_id(store: CheckpointStore, parent_session_id: str) -> str:

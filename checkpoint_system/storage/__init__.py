@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from ..errors import CheckpointNotFoundError, UnsupportedStoreError, from_os_error
 from ..model import CheckpointData
 from .files import (
-    CHECKPOINT_DIR,
     FileSessionStore,
     FileStore,
     export_checkpoint,
     read_checkpoint_file,
+    session_dir_of,
     usable_path,
 )
 from .protocol import CheckpointStore, Durability, SessionStore
@@ -133,8 +133,7 @@ def load_reference(reference: str | Path, store: CheckpointStore | str | None = 
         raise CheckpointNotFoundError("checkpoint file does not exist", path=path) from exc
     except OSError as exc:
         raise from_os_error(exc, "cannot look up the checkpoint file", path) from exc
-    parent = path.resolve().parent
-    session_dir = parent.parent if parent.name == CHECKPOINT_DIR else parent
+    session_dir = session_dir_of(path)
     return CheckpointReference(FileStore(session_dir.parent), session_dir.name, path.stem, path)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import os
 import re
@@ -37,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from ..checkpoint_ids import new_checkpoint_id
 from ..errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -142,12 +142,7 @@ def checkpoint_file_name(step_number: int, context: str, timestamp: str) -> str:
 
     The step number is unique within a session (one writer per session), so names never collide.
     """
-    return f"checkpoint_{step_number}_{_safe_context(context)}_{_file_timestamp(timestamp)}.json"
-
-
-@functools.lru_cache(maxsize=256)
-def _safe_context(context: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", context).strip("-") or "checkpoint"
+    return f"{new_checkpoint_id(step_number, context, timestamp)}.json"
 
 
 def _file_name_for(data: CheckpointData) -> str:
@@ -831,17 +826,6 @@ class FileSessionStore:
         return max(steps) + 1 if steps else 0
 
 
-def _file_timestamp(iso_timestamp: str) -> str:
-    """``YYYYMMDD_HHMMSS_ffffff`` from the digits of an ISO timestamp."""
-    t = iso_timestamp
-    if len(t) >= 26 and t[4] == t[7] == "-" and t[10] == "T" and t[19] == ".":  # utc_timestamp()'s form
-        stamp = f"{t[0:4]}{t[5:7]}{t[8:10]}_{t[11:13]}{t[14:16]}{t[17:19]}_{t[20:26]}"
-        if stamp[:8].isdigit() and stamp[9:15].isdigit() and stamp[16:].isdigit():
-            return stamp
-    digits = re.sub(r"[^0-9]", "", iso_timestamp)[:20]
-    return f"{digits[:8]}_{digits[8:14]}_{digits[14:20]}" if len(digits) >= 14 else digits or "0"
-
-
 def _read_all(fd: int) -> bytes:
     os.lseek(fd, 0, os.SEEK_SET)
     chunks = []
@@ -1043,6 +1027,13 @@ def _base_replay(record: dict[str, Any], path: Path, depth: int) -> LogReplay | 
             path=path,
         )
     return replay_record(parent_record, parent_path, depth + 1)
+
+
+def session_dir_of(checkpoint_file: str | Path) -> Path:
+    """The session directory a checkpoint file belongs to (``<session>/checkpoints/<file>``; a file
+    elsewhere, such as a standalone export, counts its own directory as its session)."""
+    parent = Path(os.path.abspath(checkpoint_file)).parent
+    return parent.parent if parent.name == CHECKPOINT_DIR else parent
 
 
 def _looks_like_session(path: Path) -> bool:
