@@ -445,7 +445,8 @@ class FileSessionStore:
                     "with its hash); refusing to extend a damaged session",
                     path=self.checkpoint_dir / LOG_FILE,
                 )
-            if len(log) > size:  # a killed writer's log bytes that no commit refers to
+            if len(log) > size:  # a killed writer's log bytes that no commit refers to ...
+                self._refuse_lost_commits(commits, size)  # ... unless a record file needs them
                 os.ftruncate(log_fd, size)
             if commits.commits:  # a continuation's log goes on from its parent's state
                 self._base = commits.commits[0].record.get("base")
@@ -474,6 +475,28 @@ class FileSessionStore:
         self._log_fd, self._log_size, self._log_hash = log_fd, size, log_sha
         self._encoder = encoder
         return encoder
+
+    def _refuse_lost_commits(self, commits: CommitLog, size: int) -> None:
+        """Before cutting the log at ``size``: a record file that no commit line names but that needs log
+        bytes beyond ``size`` means commit lines were lost (a damaged or replaced ``committed.jsonl``).
+        Cutting would destroy what it loads from, so the session is refused for writing instead."""
+        committed = {commit.name for commit in commits.commits}
+        for name in sorted(os.listdir(self.checkpoint_dir)):
+            if name in committed or not _CHECKPOINT_NAME.match(name):
+                continue
+            path = self.checkpoint_dir / name
+            try:
+                raw = read_regular_file(path, follow=False)
+                needed, _ = log_reference(open_record(raw or b"", where=str(path)), where=str(path))
+            except CheckpointError:
+                continue  # not one of ours: it only reserves its name
+            if needed > size:
+                raise CorruptCheckpointError(
+                    f"the record file {name} is not committed in {COMMIT_FILE} but needs the session log "
+                    f"beyond its last committed checkpoint (commit lines were lost); refusing to write over "
+                    "what it loads from",
+                    path=path,
+                )
 
     def _remove_stale_temporaries(self) -> None:
         """Temporary files of a writer that was killed (only the lock holder writes in the session)."""
@@ -793,6 +816,7 @@ class FileSessionStore:
         """The verified record of a checkpoint of this session and its file's path: from its record file,
         or from its commit line while the file does not exist yet (nothing is written)."""
         path = self.checkpoint_dir / f"{checkpoint_id}.json"
+        _refuse_link(self.checkpoint_dir)
         raw = self._pending.get(path.name)
         if raw is None:
             raw = read_regular_file(path, what="checkpoint .json file", follow=False, missing_ok=True)
@@ -948,6 +972,8 @@ def read_checkpoint_file(path: str | Path) -> CheckpointData:
     never read through a symbolic link. Every failure is a ``CheckpointError`` whose message names the file.
     """
     path = Path(path)
+    if path.parent.name == CHECKPOINT_DIR:  # a session's record file: its directory must be the session's
+        _refuse_link(path.parent)
     raw = read_regular_file(path, what="checkpoint .json file", follow=False)
     assert raw is not None
     return decode_record_file(raw, path)
