@@ -402,11 +402,11 @@ def pristine(session: RecordedSession) -> Pristine:
 def test_an_intact_copy_reads_back_exactly(session: RecordedSession, tmp_path: Path) -> None:
     """The harness itself: unmutated copies (both starting states) load exactly what was saved."""
     for via_manager in (True, False):
-        root = copy_tree(session.path, tmp_path / f"intact_{via_manager}")
+        root = copy_tree(session.path, tmp_path / f"intact_{via_manager}" / session.path.name)
         reading = read_copy(root, session, via_manager=via_manager)
         assert violations(reading, session) == []
         assert reading.listed == session.ids and reading.equal == set(session.ids)
-    unpublished = copy_tree(session.path, tmp_path / "unpublished")
+    unpublished = copy_tree(session.path, tmp_path / "unpublished" / session.path.name)
     for checkpoint_id in session.ids[-UNPUBLISHED_TAIL:]:
         session.record_path(checkpoint_id, unpublished).unlink()
     reading = read_copy(unpublished, session, via_manager=True)
@@ -422,7 +422,7 @@ def test_readers_of_damaged_sessions_never_see_wrong_data(
     broken: list[str] = []
     for index in range(READER_MUTATIONS):
         rng = random.Random(f"{SEED}-{index}")
-        root = pristine.reset(tmp_path / "copy")
+        root = pristine.reset(tmp_path / "copy" / session.path.name)
         mutation = mutate(root, index, rng)
         reading = read_copy(root, session, via_manager=index % 2 == 0)
         problems = violations(reading, session)
@@ -442,7 +442,7 @@ def test_a_writer_reopening_a_damaged_session_refuses_or_keeps_every_checkpoint(
     newest = session.checkpoints[session.ids[-1]]
     for index in range(WRITER_MUTATIONS):
         rng = random.Random(f"writer-{SEED}-{index}")
-        root = pristine.reset(tmp_path / "copy")
+        root = pristine.reset(tmp_path / "copy" / session.path.name)
         mutation = mutate(root, index, rng)
         before = read_copy(root, session, via_manager=True)
         if before.other:
@@ -457,9 +457,10 @@ def test_a_writer_reopening_a_damaged_session_refuses_or_keeps_every_checkpoint(
         after = read_copy(root, session, via_manager=True)
         allowed = {new_id} if new_id else set()
         problems = violations(after, session, allowed)
-        lost = sorted(before.equal - after.equal, key=session.ids.index)
+        listed_before = set(before.listed or ())
+        lost = sorted((before.equal & listed_before) - after.equal, key=session.ids.index)
         if lost:
-            problems.append(f"loaded as saved before the writer, no longer after it: {lost}")
+            problems.append(f"listed and loaded as saved before the writer, no longer after it: {lost}")
         if new_id is not None:
             problems += _check_new_checkpoint(root, new_id, saved)
         label = "refused" if new_id is None else "saved"
