@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import shutil
@@ -93,7 +92,6 @@ class RecordedSession:
     path: Path
     ids: list[str]
     checkpoints: dict[str, CheckpointData]
-    messages: list[dict[str, Any]]
 
     def expected(self, checkpoint_id: str) -> dict[str, Any]:
         """``comparable`` of the checkpoint as it was loaded right after the run."""
@@ -119,7 +117,7 @@ def record_session(path: Path, max_round: int, scenario: str = "round_robin") ->
         loaded = {cid: cm.load_checkpoint(cid) for cid in ids}
     finally:
         cm.close()
-    return RecordedSession(path, ids, loaded, copy.deepcopy(built.groupchat.messages))
+    return RecordedSession(path, ids, loaded)
 
 
 def copy_tree(source: Path, target: Path) -> Path:
