@@ -131,7 +131,7 @@ def _reopen_and_save(root: Path, recorded: RecordedSession) -> str | None:
             finally:
                 manager.close()
         except CheckpointError:
-            return "refused"
+            return None
     return "saved"
 
 
