@@ -5,7 +5,8 @@ SQLite: a save is one insert whose trigger checks the writer lease (a lost lease
 record and the log chunk (a refused save leaves nothing behind), a failed first save does not leave the
 writer believing it holds the lease that was rolled back with it, opening an up-to-date file takes no write
 lock, several stores opening a new file at once all get it in WAL mode, a background thread folds the WAL
-into the database, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was).
+into the database, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was;
+schema 1's checkpoints are in a draft log format, refused).
 PostgreSQL: the checkpoint insert runs through libpq directly, so its failures (a lost connection, a value
 the server rejects) must still come back as ``CheckpointSaveError`` and leave the session usable.
 """
@@ -25,7 +26,12 @@ from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from test_conformance import SyntheticChat, fill, same
 from test_file_store import Chat
 
-from checkpoint_system.errors import CheckpointError, CheckpointSaveError, SessionLockedError
+from checkpoint_system.errors import (
+    CheckpointError,
+    CheckpointSaveError,
+    SessionLockedError,
+    UnsupportedFormatError,
+)
 from checkpoint_system.storage import SqliteStore
 from checkpoint_system.storage.sqlite import SCHEMA_VERSION, SqliteSessionStore
 
@@ -315,22 +321,36 @@ def _grow_session_a(path: Path, session: SqliteSessionStore) -> Chat:
     return chat
 
 
-def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
-    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint)."""
-    path, store, expected = _open_migrated(SCHEMA1_FIXTURE, 1, tmp_path)
+def test_a_schema_1_database_is_migrated_and_its_draft_checkpoints_refused(tmp_path: Path) -> None:
+    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint).
+
+    Its checkpoints are in log format 5, an unreleased draft: they are refused, and not extended.
+    """
+    path = tmp_path / "checkpoints.db"
+    shutil.copy(SCHEMA1_FIXTURE / "checkpoints.db", path)
+    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 1
+    expected: dict[str, Any] = orjson.loads((SCHEMA1_FIXTURE / "expected.json").read_bytes())
+    store = SqliteStore(path)
+    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.list_sessions() == ["session_a", "session_b"]
     session = store.open_session("session_a")
     assert session.list_checkpoints() == sorted(
         (r.split("/")[1] for r in expected if r.startswith("session_a/")), key=lambda c: int(c.split("_")[1])
     )
     assert session.next_step_number() == 6
     assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
-    chat = _grow_session_a(path, session)
-    with pytest.raises(CheckpointSaveError, match="step number already exists"):
-        session.save(chat.checkpoint(6).model_copy(update={"checkpoint_id": "another_id"}))
+    for checkpoint_id in session.list_checkpoints():
+        with pytest.raises(UnsupportedFormatError, match="format version 5 was an unreleased draft"):
+            session.load(checkpoint_id)
+    chat = Chat()
+    for step in range(7):
+        chat.say(step)
+    with pytest.raises(UnsupportedFormatError, match="unreleased draft"):
+        session.save(chat.checkpoint(6), trusted_prefix=True)
     session.close()
     store.delete_session("session_b")
     assert store.list_sessions() == ["session_a"]
-    assert _stored_rows(path) == 7  # session_a's 6 + 1 checkpoints are left
+    assert _stored_rows(path) == 6  # session_a's checkpoints are left
     store.close()
 
 

@@ -142,13 +142,10 @@ class Session:
 
 
 def logged_strings(records: list[dict[str, Any]]) -> list[str]:
-    """The long strings a log defines, in table order (``"S"`` lists; format 3's ``{"s": n, "v": ...}``)."""
+    """The long strings a log defines, in table order (its ``"S"`` lists)."""
     strings: list[str] = []
     for record in records:
-        if "S" in record:
-            strings.extend(record["S"])
-        elif next(iter(record)) == "s":
-            strings.append(record["v"])
+        strings.extend(record.get("S", ()))
     return strings
 
 
@@ -491,7 +488,7 @@ def test_replay_rejects_malformed_logs() -> None:
     from checkpoint_system.errors import CorruptCheckpointError
 
     for bad in (
-        b'{"s":1,"v":"out of sequence"}\n',
+        b'{"s":0,"v":"a string on a line of its own (a draft format)"}\n',
         b'{"h":7,"m":{}}\n',
         b'{"m":{"$s":5}}\n',
         b'{"m":{"$s":-1}}\n',
@@ -558,7 +555,7 @@ def test_a_message_is_one_step_line() -> None:
 
 
 def test_a_step_whose_message_is_referred_to_by_other_lines_keeps_separate_lines() -> None:
-    """A line written after the message (a new history, a second copy) forces the format-4 line forms."""
+    """A line written after the message (a new history, a second copy) forces separate lines."""
     chat, session, expected = LiveChat(), Session(), []
     for step in range(4):
         chat.say(step)
@@ -583,7 +580,7 @@ def test_step_lines_decode_overrides_removed_keys_and_counters() -> None:
         b'{"d":"a:x","v":{"reply_at_receive":{"m":true},"consecutive_auto_reply_counter":{"m":0}}}\n'
         b'{"M":{"content":{"$s":0},"role":"user","name":"x","tool_calls":[{"id":"1"}]},'
         b'"D":{"a:x":{"consecutive_auto_reply_counter":{"m":1}}},'
-        b'"H":[[[0]],[[1],{"role":"assistant"}],[[2],null,["name","tool_calls"]]],'
+        b'"H":[[[0]],[[1],{"role":"assistant"}],[[2],null,["name","tool_calls"]]],"P":0,'
         b'"S":["' + text.encode() + b'"]}\n'
     )
     message = {"content": text, "role": "user", "name": "x", "tool_calls": [{"id": "1"}]}
@@ -605,7 +602,7 @@ def test_step_lines_next_to_the_usual_shape_are_decoded_in_full() -> None:
     replay.apply_bytes(
         b'{"hd":0,"a":"a:x","p":"m"}\n{"hd":1,"a":"a:y","p":"m"}\n{"hd":2,"a":"m:m","p":"x"}\n'
         b'{"M":{"content":{"$s":0},"role":{"$s":1},"name":"x"},'
-        b'"H":[[[0],{"name":"n"}],[[1],{"role":{"$s":0}}],[[2],{"role":"assistant"}]],'
+        b'"H":[[[0],{"name":"n"}],[[1],{"role":{"$s":0}}],[[2],{"role":"assistant"}]],"P":0,'
         b'"S":["' + text.encode() + b'","' + other.encode() + b'"]}\n'
         b'{"M":{"content":{"$s":0},"role":"user","name":"x","context":{"note":{"$s":1}}}}\n'
     )
@@ -651,19 +648,20 @@ def test_replay_rejects_malformed_step_lines() -> None:
         b'{"M":{"content":{"$s":true},"role":"u","name":"x"},' + two_strings + b"}\n",
         b'{"M":{},"D":{"a:x":{}}}\n',  # a change before the full counters
         b'{"M":{},"D":[1]}\n',
-        history + b'{"M":{},"H":[[[5]]]}\n',
-        history + b'{"M":{},"H":7}\n',
-        history + b'{"M":{},"H":[{"0":1}]}\n',
-        history + b'{"M":{},"H":[[[0],"role"]]}\n',
-        history + b'{"M":{"role":"u"},"H":[[[0],null,["name"]]]}\n',
-        history + b'{"M":{},"H":[[[0],null,"name"]]}\n',
-        history + b'{"M":{},"H":[[[0],null,[],1]]}\n',
+        history + b'{"M":{},"H":[[[5]]],"P":0}\n',
+        history + b'{"M":{},"H":7,"P":0}\n',
+        history + b'{"M":{},"H":[{"0":1}],"P":0}\n',
+        history + b'{"M":{},"H":[[[0],"role"]],"P":0}\n',
+        history + b'{"M":{"role":"u"},"H":[[[0],null,["name"]]],"P":0}\n',
+        history + b'{"M":{},"H":[[[0],null,"name"]],"P":0}\n',
+        history + b'{"M":{},"H":[[[0],null,[],1]],"P":0}\n',
         history + b'{"M":{},"P":0}\n',  # a copy pattern never defined
         history + b'{"M":{},"H":[[[0]]],"P":1}\n',  # defined out of sequence
         history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"H":[[[0]]],"P":0}\n',  # defined twice
         history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"P":-1}\n',
         history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"P":true}\n',
         history + b'{"M":{},"H":[[[0]]],"P":"0"}\n',
+        history + b'{"M":{},"H":[[[0]]]}\n',  # copies without a pattern number (a draft format)
         b'{"M":null}\n',
     ):
         with pytest.raises(CorruptCheckpointError):

@@ -39,16 +39,14 @@ Log record kinds, one JSON object per line::
     {"S": ["text", ...]}               strings defined alone (rare: see below)
 
 Any line may also carry ``"S": ["text", ...]``: the next long strings of the table, defined before the
-line is applied (a new message's line carries its own content). Format 3 logs defined each string on a
-line of its own, ``{"s": n, "v": "text"}``, and wrote every counter change in full; format 4 logs wrote a
-message, its counter changes and its copies on separate ``"m"``, ``"D"`` and ``"H"`` lines (still
-written when a line between them refers to the message); format 5 step lines spelled out their "H" every
-time (patterns "P" are format 6). All are still read.
+line is applied (a new message's line carries its own content). The separate ``"m"``, ``"D"`` and ``"H"``
+lines are written when a line between the message and its step line refers to the message. The replay reads
+exactly what the encoder writes: the log formats before this one were unreleased drafts, and their records
+are refused before their log is read (``records.check_format_version``).
 
-Agent labels are ``a:<name>`` for agents and ``m:<name>`` for the manager. A checkpoint record (formats 3
-to 6) then only holds the message count, the round position, the speaker, and references to its metadata
-and group chat settings; everything else is the state the log prefix leaves. Format 2 records, which listed
-every agent's configuration, counters and history lengths, are still read.
+Agent labels are ``a:<name>`` for agents and ``m:<name>`` for the manager. A checkpoint record only holds
+the message count, the round position, the speaker, and references to its metadata and group chat settings;
+everything else is the state the log prefix leaves.
 
 Inside a message, a dict that has a ``"$s"`` or ``"$lit"`` key of its own is escaped as ``{"$lit": {...}}``
 so it is never mistaken for a string reference.
@@ -76,19 +74,6 @@ from ..model import STATIC_FIELDS_KEY, AgentState, CheckpointData, GroupChatStat
 
 #: Strings at least this long are stored once and referenced; shorter ones are cheaper inline.
 INTERN_MIN_LENGTH = 48
-
-#: Fields of an agent state that change as the chat runs; the rest is the (deduplicated) configuration.
-DYNAMIC_AGENT_FIELDS = frozenset(
-    {
-        "oai_messages",
-        "consecutive_auto_reply_counter",
-        "max_consecutive_auto_reply_dict",
-        "reply_at_receive",
-        "step_counter",
-        "current_speaker",
-        "silent",
-    }
-)
 
 _STRING_REF = "$s"
 _LITERAL = "$lit"
@@ -758,7 +743,7 @@ class LogReplay:
     def _apply_all(self, records: list[Any], budget: int) -> None:
         """Apply parsed records in order.
 
-        Step lines (one per message) and the per-message kinds of format 4 ("m", "H", "D") are handled
+        Step lines (one per message) and the other per-message kinds ("m", "H", "D") are handled
         inline, their common shapes without a call: a 1,000-message log holds 1,000 to 4,000 of them and
         this loop is most of a load.
 
@@ -803,7 +788,10 @@ class LogReplay:
                         dynamic[label].update(changed)  # KeyError (malformed) before a full record
                 copies = record.get("H", ())
                 pattern = record.get("P")
-                if pattern is not None:  # format 6: the copies follow a pattern, or define the next one
+                if pattern is None:
+                    if copies:  # the encoder numbers every set of copies it writes
+                        raise ValueError("a step line's copies have no pattern number")
+                else:  # the copies follow a pattern, or define the next one
                     if type(pattern) is not int or pattern < 0:
                         raise ValueError(f"invalid copy pattern {pattern!r}")
                     if "H" not in record:
@@ -835,7 +823,7 @@ class LogReplay:
                         histories[hid].append(item)
                 continue
             targets = record.get("H")
-            if targets is not None:  # format 4: one copy of a group chat message, for several histories
+            if targets is not None:  # one copy of a group chat message, for several histories
                 if len(record) == 2 + (defined is not None):  # an unchanged copy: share the message
                     item = messages[_index(record["g"])]
                 else:
@@ -848,7 +836,7 @@ class LogReplay:
                 messages.append(plain_message(message))
                 continue
             kind = next(iter(record), "")
-            if kind == "D":  # format 4: the counter fields that changed
+            if kind == "D":  # the counter fields that changed
                 changed = record["v"]
                 if type(changed) is not dict:
                     raise TypeError("counters record is not an object")
@@ -900,11 +888,6 @@ class LogReplay:
             history.append(self._copy_of_group_message(record))
         else:
             history.append(self._message(record["m"]))
-
-    def _string(self, record: dict[str, Any]) -> None:
-        if record["s"] != len(self.strings) or type(record["v"]) is not str:
-            raise ValueError(f"string record {record['s']!r} out of sequence")
-        self.strings.append(record["v"])
 
     def _counters(self, record: dict[str, Any]) -> None:
         if type(record["v"]) is not dict:
@@ -1005,7 +988,6 @@ class LogReplay:
 #: Handlers of the rarer record kinds ("H", "m" and "D" are handled inline by ``_apply_all``).
 _HANDLERS: dict[str, Callable[[LogReplay, dict[str, Any]], None]] = {
     "h": LogReplay._history_item,
-    "s": LogReplay._string,
     "d": LogReplay._counters,
     "S": LogReplay._strings_only,
     "ac": LogReplay._agent_config,
@@ -1039,24 +1021,10 @@ def _index(value: Any) -> int:
     return value
 
 
-def _agent_from_entry(
-    entry: dict[str, Any], replay: LogReplay, model: type[AgentState], path: str | None
-) -> AgentState:
-    """A format-2 record entry: configuration, counters and history lengths listed in the record."""
-    config = replay.config(entry["config"], "agent configuration", path)
-    dynamic = {k: v for k, v in entry.items() if k in DYNAMIC_AGENT_FIELDS}
-    state = model.model_validate({**config, **dynamic})
-    state.oai_messages = {
-        peer: replay.history(_index(ref[0]), _index(ref[1]), path=path)
-        for peer, ref in entry["histories"].items()
-    }
-    return state
-
-
 def _agent_from_log(
     label: str, replay: LogReplay, model: type[AgentState], path: str | None, **fields: Any
 ) -> AgentState:
-    """A format-3 agent: everything comes from the log prefix."""
+    """An agent as the log prefix leaves it; ``fields`` come from the record."""
     if label not in replay.agent_configs:
         raise CorruptCheckpointError(f"agent {label[2:]!r} has no configuration in the log", path=path)
     config = replay.config(replay.agent_configs[label], f"agent {label[2:]!r}", path)
@@ -1082,7 +1050,7 @@ _HEADER_FIELDS = (
 def checkpoint_from_record(
     record: dict[str, Any], replay: LogReplay, *, path: str | None = None
 ) -> CheckpointData:
-    """Assemble the logical checkpoint from its record and the replayed log prefix (formats 2 and 3)."""
+    """Assemble the logical checkpoint from its record and the replayed log prefix."""
     count = _index(record["messages"]["count"])
     if len(replay.messages) != count:
         raise CorruptCheckpointError(
@@ -1092,52 +1060,34 @@ def checkpoint_from_record(
     extra = record.get("extra") or {}
     if not isinstance(extra, dict):
         raise InvalidCheckpointError("the record's 'extra' is not an object", path=path)
-    if "agents" in record:  # format 2
-        metadata = record.get("metadata") or {}
-        groupchat = record.get("groupchat")
-    else:
-        metadata = (
-            replay.config(record["metadata"], "metadata", path) if record.get("metadata") is not None else {}
-        )
-        groupchat = None
-        if record.get("groupchat") is not None:
-            position = record["groupchat"]
-            groupchat = {
-                **replay.config(position["config"], "group chat settings", path),
-                **{k: position[k] for k in _GROUPCHAT_POSITION if k in position},
-            }
+    metadata = (
+        replay.config(record["metadata"], "metadata", path) if record.get("metadata") is not None else {}
+    )
+    groupchat = None
+    if record.get("groupchat") is not None:
+        position = record["groupchat"]
+        groupchat = {
+            **replay.config(position["config"], "group chat settings", path),
+            **{k: position[k] for k in _GROUPCHAT_POSITION if k in position},
+        }
     data = CheckpointData.model_validate(
         {key: value for key, value in extra.items() if key not in CheckpointData.model_fields}
         | {key: record[key] for key in _HEADER_FIELDS if key in record}
         | {"metadata": metadata, "groupchat_state": groupchat}
     )
     data.messages = list(replay.messages)
-    if "agents" in record:
-        agents = record["agents"]
-        if not isinstance(agents, dict):
-            raise InvalidCheckpointError("the record's 'agents' is not an object", path=path)
-        data.agent_states = {
-            name: _agent_from_entry(entry, replay, AgentState, path) for name, entry in agents.items()
-        }
-        manager = record.get("manager")
-        data.manager_state = (
-            _agent_from_entry(manager, replay, ManagerState, path)  # type: ignore[assignment]
-            if manager is not None
-            else None
+    data.agent_states = {
+        label[2:]: _agent_from_log(label, replay, AgentState, path) for label in replay.roster
+    }
+    if replay.manager_label is not None:
+        data.manager_state = _agent_from_log(  # type: ignore[assignment]
+            replay.manager_label,
+            replay,
+            ManagerState,
+            path,
+            current_speaker=record.get("speaker"),
+            step_counter=record.get("step_counter", data.step_number),
         )
-    else:
-        data.agent_states = {
-            label[2:]: _agent_from_log(label, replay, AgentState, path) for label in replay.roster
-        }
-        if replay.manager_label is not None:
-            data.manager_state = _agent_from_log(  # type: ignore[assignment]
-                replay.manager_label,
-                replay,
-                ManagerState,
-                path,
-                current_speaker=record.get("speaker"),
-                step_counter=record.get("step_counter", data.step_number),
-            )
     if data.groupchat_state is not None and not isinstance(data.groupchat_state, GroupChatState):
         raise InvalidCheckpointError("groupchat state is malformed", path=path)
     return data
