@@ -5,7 +5,8 @@ SQLite: a save is one insert whose trigger checks the writer lease (a lost lease
 record and the log chunk (a refused save leaves nothing behind), a failed first save does not leave the
 writer believing it holds the lease that was rolled back with it, opening an up-to-date file takes no write
 lock, several stores opening a new file at once all get it in WAL mode, a background thread folds the WAL
-into the database, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was).
+into the database, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was;
+their checkpoints are in draft log formats and refused).
 PostgreSQL: the checkpoint insert runs through libpq directly, so its failures (a lost connection, a value
 the server rejects) must still come back as ``CheckpointSaveError`` and leave the session usable.
 """
@@ -25,7 +26,13 @@ from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from test_conformance import SyntheticChat, fill, same
 from test_file_store import Chat
 
-from checkpoint_system.errors import CheckpointError, CheckpointSaveError, SessionLockedError
+from checkpoint_system.errors import (
+    CheckpointError,
+    CheckpointSaveError,
+    CorruptCheckpointError,
+    SessionLockedError,
+    UnsupportedFormatError,
+)
 from checkpoint_system.storage import SqliteStore
 from checkpoint_system.storage.sqlite import SCHEMA_VERSION, SqliteSessionStore
 
@@ -288,7 +295,8 @@ SCHEMA1_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema1"
 def _open_migrated(fixture: Path, version: int, tmp_path: Path) -> tuple[Path, SqliteStore, dict[str, Any]]:
     """A copy of ``fixture`` (a database of schema ``version``) opened with the current code.
 
-    Checks that it was migrated to the latest schema and that every checkpoint loads as ``expected.json``.
+    Checks that it was migrated to the latest schema and still lists its sessions and documents. Its
+    checkpoints (listed in ``expected.json``) are in draft log formats: ``_refused`` checks them.
     """
     path = tmp_path / "checkpoints.db"
     shutil.copy(fixture / "checkpoints.db", path)
@@ -297,40 +305,43 @@ def _open_migrated(fixture: Path, version: int, tmp_path: Path) -> tuple[Path, S
     store = SqliteStore(path)
     assert store.schema_version() == SCHEMA_VERSION == 3
     assert store.list_sessions() == ["session_a", "session_b"]
-    for reference, dumped in expected.items():
-        session_id, checkpoint_id = reference.split("/")
-        assert store.open_session(session_id).load(checkpoint_id).model_dump(mode="json") == dumped
-    return path, store, expected
-
-
-def _grow_session_a(path: Path, session: SqliteSessionStore) -> Chat:
-    """Save step 6 of the fixtures' chat into the migrated ``session_a`` (steps 0-5) and check the result."""
-    chat = Chat()
-    for step in range(7):
-        chat.say(step)
-    session.save(chat.checkpoint(6), trusted_prefix=True)  # the migrated log grows
-    grown = SqliteStore(path).open_session("session_a").load(session.list_checkpoints()[-1])
-    assert len(grown.messages) == 7
-    assert grown.messages[:6] == session.load(session.list_checkpoints()[-2]).messages
-    return chat
-
-
-def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
-    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint)."""
-    path, store, expected = _open_migrated(SCHEMA1_FIXTURE, 1, tmp_path)
     session = store.open_session("session_a")
     assert session.list_checkpoints() == sorted(
         (r.split("/")[1] for r in expected if r.startswith("session_a/")), key=lambda c: int(c.split("_")[1])
     )
     assert session.next_step_number() == 6
     assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
-    chat = _grow_session_a(path, session)
-    with pytest.raises(CheckpointSaveError, match="step number already exists"):
-        session.save(chat.checkpoint(6).model_copy(update={"checkpoint_id": "another_id"}))
     session.close()
+    return path, store, expected
+
+
+def _refused(store: SqliteStore, expected: dict[str, Any], errors: tuple[type[CheckpointError], ...]) -> None:
+    """Every checkpoint of the migrated file is refused, and a writer does not extend its session."""
+    for reference in expected:
+        session_id, checkpoint_id = reference.split("/")
+        with pytest.raises(errors):
+            store.open_session(session_id).load(checkpoint_id)
+    session = store.open_session("session_a")
+    chat = Chat()
+    for step in range(7):
+        chat.say(step)
+    with pytest.raises(errors):
+        session.save(chat.checkpoint(6), trusted_prefix=True)
+    session.close()
+
+
+def test_a_schema_1_database_is_migrated_and_its_draft_checkpoints_refused(tmp_path: Path) -> None:
+    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint).
+
+    Its checkpoints are in log format 5, an unreleased draft: they are refused, and not extended.
+    """
+    path, store, expected = _open_migrated(SCHEMA1_FIXTURE, 1, tmp_path)
+    with pytest.raises(UnsupportedFormatError, match="format version 5 was an unreleased draft"):
+        store.open_session("session_a").load(next(iter(expected)).split("/")[1])
+    _refused(store, expected, (UnsupportedFormatError,))
     store.delete_session("session_b")
     assert store.list_sessions() == ["session_a"]
-    assert _stored_rows(path) == 7  # session_a's 6 + 1 checkpoints are left
+    assert _stored_rows(path) == 6  # session_a's checkpoints are left
     store.close()
 
 
@@ -345,14 +356,9 @@ def test_a_schema_2_database_is_migrated_to_one_row_per_checkpoint(tmp_path: Pat
     assert "cs_log_chunks" not in tables and _stored_rows(path) == len(expected) == 9
     with pytest.raises(CheckpointError, match="2 sessions hold"):  # both sessions made the same ids
         store.find_checkpoint(list(expected)[-1].split("/")[1])
-    session = store.open_session("session_a")
-    assert session.list_checkpoints() == [r.split("/")[1] for r in expected if r.startswith("session_a/")]
-    assert session.next_step_number() == 6
-    assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
-    chat = _grow_session_a(path, session)
-    with pytest.raises(CheckpointSaveError, match="already exists"):
-        session.save(chat.checkpoint(5).model_copy(update={"checkpoint_id": "another_id"}))
-    session.close()
+    # Its checkpoints are format 6 with the draft's one-letter log keys: corrupt to this reader while
+    # FORMAT_VERSION is 6, a refused draft version once it is higher.
+    _refused(store, expected, (CorruptCheckpointError, UnsupportedFormatError))
     store.close()
 
 

@@ -142,13 +142,10 @@ class Session:
 
 
 def logged_strings(records: list[dict[str, Any]]) -> list[str]:
-    """The long strings a log defines, in table order (``"S"`` lists; format 3's ``{"s": n, "v": ...}``)."""
+    """The long strings a log defines, in table order (its ``"strings"`` lists)."""
     strings: list[str] = []
     for record in records:
-        if "S" in record:
-            strings.extend(record["S"])
-        elif next(iter(record)) == "s":
-            strings.append(record["v"])
+        strings.extend(record.get("strings", ()))
     return strings
 
 
@@ -176,7 +173,7 @@ def test_growth_round_trip_every_checkpoint(trusted: bool) -> None:
     for index, data in enumerate(expected):
         assert_same(session.load(index), data)
     kinds = [next(iter(r)) for r in session.log_records()]
-    assert "mt" not in kinds and "ht" not in kinds  # pure growth is appends only
+    assert "truncate_messages" not in kinds and "truncate_history" not in kinds  # pure growth: appends only
 
 
 def test_empty_checkpoint_and_no_change_writes_nothing() -> None:
@@ -207,9 +204,9 @@ def test_truncation_clear_history_then_growth(trusted: bool) -> None:
     for index, data in enumerate(expected):
         assert_same(session.load(index), data)
     records = session.log_records()
-    assert {"mt": 0} in records
-    assert any("ht" in r and r["n"] == 0 for r in records)
-    assert any("ht" in r and r["n"] == 2 for r in records)
+    assert {"truncate_messages": 0} in records
+    assert any("truncate_history" in r and r["to"] == 0 for r in records)
+    assert any("truncate_history" in r and r["to"] == 2 for r in records)
 
 
 def test_edit_in_middle_of_history_detected_by_full_compare() -> None:
@@ -226,9 +223,8 @@ def test_edit_in_middle_of_history_detected_by_full_compare() -> None:
     session.save(edited)
     assert_same(session.load(7), before)
     assert_same(session.load(8), frozen(edited))
-    assert {"ht": next(r["hd"] for r in session.log_records() if r.get("a") == "a:planner"), "n": 3} in (
-        session.log_records()
-    )
+    planner = next(r["history"] for r in session.log_records() if r.get("agent") == "a:planner")
+    assert {"truncate_history": planner, "to": 3} in session.log_records()
 
     # 2. an in-place edit of an already logged dict (same object, same length)
     chat.messages[2]["content"] = "mutated in place"
@@ -383,7 +379,8 @@ def test_non_json_values_become_markers() -> None:
     session.save(checkpoint(1, messages, {}))
     changed = [orjson.loads(line) for line in session.log[-session.written[1] :].splitlines()]
     # only the per-step counters and metadata changed: no message, string or history is written again
-    assert not any(key in r for r in changed for key in ("m", "s", "h", "mt", "ht", "hd"))
+    kinds = ("message", "strings", "copy", "append", "truncate_messages", "truncate_history", "history")
+    assert not any(key in r for r in changed for key in kinds)
 
 
 def test_checkpoint_extra_fields_survive() -> None:
@@ -414,7 +411,7 @@ def test_manager_named_like_an_agent_keeps_separate_histories() -> None:
 
 
 def _agent_configs(session: Session) -> list[dict[str, Any]]:
-    return [r for r in session.log_records() if "v" in r and "c" in r and "system_message" in r["v"]]
+    return [r for r in session.log_records() if "config" in r and "system_message" in r.get("value", {})]
 
 
 def test_configs_deduplicated_and_new_config_on_change() -> None:
@@ -431,14 +428,14 @@ def test_configs_deduplicated_and_new_config_on_change() -> None:
     session.save(changed, trusted=True)
     configs = _agent_configs(session)
     assert len(configs) == len(AGENTS) + 2
-    assert configs[-1]["v"]["system_message"] == "You now review code only."
+    assert configs[-1]["value"]["system_message"] == "You now review code only."
     assert session.load(10).agent_states["coder"].system_message == "You now review code only."
     assert str(session.load(9).agent_states["coder"].system_message).startswith("You are coder.")
 
     chat.say(11)
     session.save(chat.snapshot(11), trusted=True)  # back to the first configuration: referenced again
     assert len(_agent_configs(session)) == len(AGENTS) + 2
-    uses = [r["c"] for r in session.log_records() if r.get("ac") == "a:coder"]
+    uses = [r["config"] for r in session.log_records() if r.get("agent_config") == "a:coder"]
     assert len(uses) == 3 and uses[0] == uses[2] != uses[1]
 
 
@@ -477,12 +474,12 @@ def test_continue_from_replayed_log() -> None:
     chat.say(10)
     encoded = session.save(chat.snapshot(10), trusted=True)  # objects differ: full compare, then appends
     new_lines = [orjson.loads(line) for line in encoded.log_bytes.splitlines()]
-    assert not any("mt" in r or "ht" in r or "ac" in r or "hd" in r or "r" in r for r in new_lines)
+    kinds = ("truncate_messages", "truncate_history", "agent_config", "history", "agents", "copy", "append")
+    assert not any(kind in r for r in new_lines for kind in kinds)
     # one step line: the group message, then each agent's and the manager's copy of it
-    (step,) = [r for r in new_lines if "M" in r]
-    assert not any("m" in r or "g" in r for r in new_lines)
-    assert "H" not in step  # the copies follow a pattern the replayed log defined
-    assert sum(len(entry[0]) for entry in replay.patterns[step["P"]]) == len(AGENTS) + 1
+    (step,) = [r for r in new_lines if "message" in r]
+    assert "copies" not in step  # the copies follow a pattern the replayed log defined
+    assert sum(len(entry[0]) for entry in replay.patterns[step["pattern"]]) == len(AGENTS) + 1
     assert_same(session.load(10), frozen(chat.snapshot(10)))
     assert_same(session.load(4), expected[4])
 
@@ -491,20 +488,22 @@ def test_replay_rejects_malformed_logs() -> None:
     from checkpoint_system.errors import CorruptCheckpointError
 
     for bad in (
-        b'{"s":1,"v":"out of sequence"}\n',
-        b'{"h":7,"m":{}}\n',
-        b'{"m":{"$s":5}}\n',
-        b'{"m":{"$s":-1}}\n',
-        b'{"hd":0,"a":"x","p":"y"}\n{"hd":0,"a":"x","p":"z"}\n',
+        b'{"s":0,"v":"a string on a line of its own (a draft format)"}\n',
+        b'{"M":{"content":"short keys (a draft format)","role":"user","name":"x"}}\n',
+        b'{"append":7,"item":{}}\n',
+        b'{"message":{"$s":5}}\n',
+        b'{"message":{"$s":-1}}\n',
+        b'{"history":0,"agent":"x","peer":"y"}\n{"history":0,"agent":"x","peer":"z"}\n',
         b'{"what":1}\n',
         b"[1]\n",
         b"not json\n",
-        b'{"m":{}}',
-        b'{"m":{"content":{"$s":0}},"S":"not a list"}\n',
-        b'{"m":{"content":{"$s":0}},"S":[7]}\n',
-        b'{"D":"a:x","v":{"reply_at_receive":{}}}\n',  # a change before the full counters
-        b'{"d":"a:x","v":{}}\n{"D":"a:x","v":[]}\n',
-        b'{"m":{"role":"user"}}\n{"H":[0],"g":-1}\n',
+        b'{"message":{}}',
+        b'{"message":{"content":{"$s":0}},"strings":"not a list"}\n',
+        b'{"message":{"content":{"$s":0}},"strings":[7]}\n',
+        b'{"changed":"a:x","value":{"reply_at_receive":{}}}\n',  # a change before the full counters
+        b'{"counters":"a:x","value":{}}\n{"changed":"a:x","value":[]}\n',
+        b'{"message":{"role":"user"}}\n{"copy":[0],"of":-1}\n',
+        b'{"history":0,"agent":"x","peer":"y"}\n{"message":{"role":"user"}}\n{"copy":0,"of":0}\n',
     ):
         with pytest.raises(CorruptCheckpointError):
             LogReplay().apply_bytes(bad, path="log.jsonl")
@@ -514,12 +513,12 @@ def test_strings_are_defined_by_the_line_that_carries_them() -> None:
     text, other = "t" * INTERN_MIN_LENGTH, "o" * INTERN_MIN_LENGTH
     replay = LogReplay()
     replay.apply_bytes(
-        b'{"hd":0,"a":"a:x","p":"m"}\n'
-        b'{"m":{"content":{"$s":0},"role":"user"},"S":["' + text.encode() + b'"]}\n'
-        b'{"S":["' + other.encode() + b'"]}\n'  # a definition on its own line
-        b'{"H":[0],"g":0,"o":{"name":{"$s":1}}}\n'
-        b'{"d":"a:x","v":{"reply_at_receive":{"m":true},"consecutive_auto_reply_counter":{"m":0}}}\n'
-        b'{"D":"a:x","v":{"consecutive_auto_reply_counter":{"m":1}}}\n'
+        b'{"history":0,"agent":"a:x","peer":"m"}\n'
+        b'{"message":{"content":{"$s":0},"role":"user"},"strings":["' + text.encode() + b'"]}\n'
+        b'{"strings":["' + other.encode() + b'"]}\n'  # a definition on its own line
+        b'{"copy":[0],"of":0,"replace":{"name":{"$s":1}}}\n'
+        b'{"counters":"a:x","value":{"reply_at_receive":{"m":true},"consecutive_auto_reply_counter":{"m":0}}}\n'
+        b'{"changed":"a:x","value":{"consecutive_auto_reply_counter":{"m":1}}}\n'
     )
     assert replay.strings == [text, other]
     assert replay.messages == [{"content": text, "role": "user"}]
@@ -537,18 +536,23 @@ def test_a_message_is_one_step_line() -> None:
         chat.say(step)
         session.save(chat.snapshot(step), trusted=True)
     records = session.log_records()
-    steps = [record for record in records if "M" in record]
+    steps = [record for record in records if "pattern" in record]
     assert len(steps) == 5  # every checkpoint but the first, which defines the histories
-    assert not any(next(iter(record)) in ("m", "H", "D") for record in records[records.index(steps[0]) :])
-    patterns: list[Any] = []  # the copies of a step ("H"), defined once per speaker and then referred to
+    assert all("message" in record for record in steps)
+    assert not any(  # after the first step line, no message, counter change or copy on a line of its own
+        next(iter(record)) in ("copy", "changed") or ("message" in record and "pattern" not in record)
+        for record in records[records.index(steps[0]) :]
+    )
+    patterns: list[Any] = []  # a step's "copies", defined once per speaker and then referred to
     for record in steps:
-        if "H" in record:
-            assert record["P"] == len(patterns)
-            patterns.append(record["H"])
-        assert sorted(record) == sorted(["D", "M", "P", "S", *(["H"] if "H" in record else [])]), record
+        if "copies" in record:
+            assert record["pattern"] == len(patterns)
+            patterns.append(record["copies"])
+        expected = ["changed", "message", "pattern", "strings", *(["copies"] if "copies" in record else [])]
+        assert sorted(record) == sorted(expected), record
         defined_before = logged_strings(records[: records.index(record)])
-        assert len(record["S"]) == 1 and record["M"]["content"] == {"$s": len(defined_before)}
-        copies = patterns[record["P"]]
+        assert len(record["strings"]) == 1 and record["message"]["content"] == {"$s": len(defined_before)}
+        copies = patterns[record["pattern"]]
         assert sum(len(entry[0]) for entry in copies) == len(AGENTS) + 1  # every agent, the manager
     assert len(patterns) == len(AGENTS) < len(steps)  # one per speaker
     loaded = session.load(5)
@@ -558,11 +562,11 @@ def test_a_message_is_one_step_line() -> None:
 
 
 def test_a_step_whose_message_is_referred_to_by_other_lines_keeps_separate_lines() -> None:
-    """A line written after the message (a new history, a second copy) forces the format-4 line forms."""
+    """A line written after the message (a new history, a second copy) forces separate lines."""
     chat, session, expected = LiveChat(), Session(), []
     for step in range(4):
         chat.say(step)
-        if step == 2:  # the critic gets the previous message again, then the new one: two "h" lines
+        if step == 2:  # the critic gets the previous message again, then the new one: two history lines
             chat.histories["critic"][MANAGER].insert(-1, dict(chat.messages[-2]))
         if step == 3:  # a history with a new peer appears along with the message
             chat.histories["planner"]["critic"] = [dict(chat.messages[-1], role="assistant")]
@@ -572,19 +576,20 @@ def test_a_step_whose_message_is_referred_to_by_other_lines_keeps_separate_lines
     for index, data in enumerate(expected):
         assert_same(session.load(index), data)
     kinds = [sorted(orjson.loads(line)) for line in session.log.splitlines()]
-    assert ["S", "m"] in kinds and ["D", "H", "M", "P", "S"] in kinds
+    assert ["message", "strings"] in kinds
+    assert ["changed", "copies", "message", "pattern", "strings"] in kinds
 
 
 def test_step_lines_decode_overrides_removed_keys_and_counters() -> None:
     text = "t" * INTERN_MIN_LENGTH
     replay = LogReplay()
     replay.apply_bytes(
-        b'{"hd":0,"a":"a:x","p":"m"}\n{"hd":1,"a":"a:y","p":"m"}\n{"hd":2,"a":"m:m","p":"x"}\n'
-        b'{"d":"a:x","v":{"reply_at_receive":{"m":true},"consecutive_auto_reply_counter":{"m":0}}}\n'
-        b'{"M":{"content":{"$s":0},"role":"user","name":"x","tool_calls":[{"id":"1"}]},'
-        b'"D":{"a:x":{"consecutive_auto_reply_counter":{"m":1}}},'
-        b'"H":[[[0]],[[1],{"role":"assistant"}],[[2],null,["name","tool_calls"]]],'
-        b'"S":["' + text.encode() + b'"]}\n'
+        b'{"history":0,"agent":"a:x","peer":"m"}\n{"history":1,"agent":"a:y","peer":"m"}\n{"history":2,"agent":"m:m","peer":"x"}\n'
+        b'{"counters":"a:x","value":{"reply_at_receive":{"m":true},"consecutive_auto_reply_counter":{"m":0}}}\n'
+        b'{"message":{"content":{"$s":0},"role":"user","name":"x","tool_calls":[{"id":"1"}]},'
+        b'"changed":{"a:x":{"consecutive_auto_reply_counter":{"m":1}}},'
+        b'"copies":[[[0]],[[1],{"role":"assistant"}],[[2],null,["name","tool_calls"]]],"pattern":0,'
+        b'"strings":["' + text.encode() + b'"]}\n'
     )
     message = {"content": text, "role": "user", "name": "x", "tool_calls": [{"id": "1"}]}
     assert replay.messages == [message]
@@ -603,11 +608,11 @@ def test_step_lines_next_to_the_usual_shape_are_decoded_in_full() -> None:
     text, other = "t" * INTERN_MIN_LENGTH, "r" * INTERN_MIN_LENGTH
     replay = LogReplay()
     replay.apply_bytes(
-        b'{"hd":0,"a":"a:x","p":"m"}\n{"hd":1,"a":"a:y","p":"m"}\n{"hd":2,"a":"m:m","p":"x"}\n'
-        b'{"M":{"content":{"$s":0},"role":{"$s":1},"name":"x"},'
-        b'"H":[[[0],{"name":"n"}],[[1],{"role":{"$s":0}}],[[2],{"role":"assistant"}]],'
-        b'"S":["' + text.encode() + b'","' + other.encode() + b'"]}\n'
-        b'{"M":{"content":{"$s":0},"role":"user","name":"x","context":{"note":{"$s":1}}}}\n'
+        b'{"history":0,"agent":"a:x","peer":"m"}\n{"history":1,"agent":"a:y","peer":"m"}\n{"history":2,"agent":"m:m","peer":"x"}\n'
+        b'{"message":{"content":{"$s":0},"role":{"$s":1},"name":"x"},'
+        b'"copies":[[[0],{"name":"n"}],[[1],{"role":{"$s":0}}],[[2],{"role":"assistant"}]],"pattern":0,'
+        b'"strings":["' + text.encode() + b'","' + other.encode() + b'"]}\n'
+        b'{"message":{"content":{"$s":0},"role":"user","name":"x","context":{"note":{"$s":1}}}}\n'
     )
     first = {"content": text, "role": other, "name": "x"}
     assert replay.messages == [
@@ -624,10 +629,10 @@ def test_step_lines_next_to_the_usual_shape_are_decoded_in_full() -> None:
 def test_step_lines_refer_to_copy_patterns_defined_before() -> None:
     replay = LogReplay()
     replay.apply_bytes(
-        b'{"hd":0,"a":"a:x","p":"m"}\n{"hd":1,"a":"a:y","p":"m"}\n'
-        b'{"M":{"content":"a","role":"user","name":"x"},"H":[[[0],{"role":"assistant"}],[[1]]],"P":0}\n'
-        b'{"M":{"content":"b","role":"user","name":"y"},"H":[[[1],{"role":"assistant"}],[[0]]],"P":1}\n'
-        b'{"M":{"content":"c","role":"user","name":"x"},"P":0}\n'
+        b'{"history":0,"agent":"a:x","peer":"m"}\n{"history":1,"agent":"a:y","peer":"m"}\n'
+        b'{"message":{"content":"a","role":"user","name":"x"},"copies":[[[0],{"role":"assistant"}],[[1]]],"pattern":0}\n'
+        b'{"message":{"content":"b","role":"user","name":"y"},"copies":[[[1],{"role":"assistant"}],[[0]]],"pattern":1}\n'
+        b'{"message":{"content":"c","role":"user","name":"x"},"pattern":0}\n'
     )
     a, b, c = (
         {"content": text, "role": "user", "name": name} for text, name in (("a", "x"), ("b", "y"), ("c", "x"))
@@ -642,32 +647,35 @@ def test_step_lines_refer_to_copy_patterns_defined_before() -> None:
 def test_replay_rejects_malformed_step_lines() -> None:
     from checkpoint_system.errors import CorruptCheckpointError
 
-    history = b'{"hd":0,"a":"a:x","p":"m"}\n'
-    two_strings = b'"S":["' + b"s" * INTERN_MIN_LENGTH + b'","' + b"z" * INTERN_MIN_LENGTH + b'"]'
+    history = b'{"history":0,"agent":"a:x","peer":"m"}\n'
+    defined = history + b'{"message":{},"copies":[[[0]]],"pattern":0}\n'  # pattern 0
+    two_strings = b'"strings":["' + b"s" * INTERN_MIN_LENGTH + b'","' + b"z" * INTERN_MIN_LENGTH + b'"]'
     for bad in (
-        b'{"M":[1]}\n',
-        b'{"M":{"content":{"$s":3}}}\n',
-        b'{"M":{"content":{"$s":-1},"role":"u","name":"x"},' + two_strings + b"}\n",
-        b'{"M":{"content":{"$s":true},"role":"u","name":"x"},' + two_strings + b"}\n",
-        b'{"M":{},"D":{"a:x":{}}}\n',  # a change before the full counters
-        b'{"M":{},"D":[1]}\n',
-        history + b'{"M":{},"H":[[[5]]]}\n',
-        history + b'{"M":{},"H":7}\n',
-        history + b'{"M":{},"H":[{"0":1}]}\n',
-        history + b'{"M":{},"H":[[[0],"role"]]}\n',
-        history + b'{"M":{"role":"u"},"H":[[[0],null,["name"]]]}\n',
-        history + b'{"M":{},"H":[[[0],null,"name"]]}\n',
-        history + b'{"M":{},"H":[[[0],null,[],1]]}\n',
-        history + b'{"M":{},"P":0}\n',  # a copy pattern never defined
-        history + b'{"M":{},"H":[[[0]]],"P":1}\n',  # defined out of sequence
-        history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"H":[[[0]]],"P":0}\n',  # defined twice
-        history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"P":-1}\n',
-        history + b'{"M":{},"H":[[[0]]],"P":0}\n{"M":{},"P":true}\n',
-        history + b'{"M":{},"H":[[[0]]],"P":"0"}\n',
-        b'{"M":null}\n',
+        b'{"message":[1]}\n',
+        b'{"message":{"content":{"$s":3}}}\n',
+        b'{"message":{"content":{"$s":-1},"role":"u","name":"x"},' + two_strings + b"}\n",
+        b'{"message":{"content":{"$s":true},"role":"u","name":"x"},' + two_strings + b"}\n",
+        b'{"message":{},"changed":{"a:x":{}}}\n',  # a change before the full counters
+        b'{"message":{},"changed":[1]}\n',
+        history + b'{"message":{},"copies":[[[5]]],"pattern":0}\n',
+        history + b'{"message":{},"copies":7,"pattern":0}\n',
+        history + b'{"message":{},"copies":[{"0":1}],"pattern":0}\n',
+        history + b'{"message":{},"copies":[[[0],"role"]],"pattern":0}\n',
+        history + b'{"message":{"role":"u"},"copies":[[[0],null,["name"]]],"pattern":0}\n',
+        history + b'{"message":{},"copies":[[[0],null,"name"]],"pattern":0}\n',
+        history + b'{"message":{},"copies":[[[0],null,[],1]],"pattern":0}\n',
+        history + b'{"message":{},"pattern":0}\n',  # a copy pattern never defined
+        history + b'{"message":{},"copies":[[[0]]],"pattern":1}\n',  # defined out of sequence
+        defined + b'{"message":{},"copies":[[[0]]],"pattern":0}\n',  # defined twice
+        defined + b'{"message":{},"pattern":-1}\n',
+        defined + b'{"message":{},"pattern":true}\n',
+        history + b'{"message":{},"copies":[[[0]]],"pattern":"0"}\n',
+        history + b'{"message":{},"copies":[[[0]]]}\n',  # copies without a pattern number (a draft format)
+        b'{"message":null}\n',
     ):
         with pytest.raises(CorruptCheckpointError):
             LogReplay().apply_bytes(bad, path="log.jsonl")
+    LogReplay().apply_bytes(defined)  # the well-formed prefix of the lines above
 
 
 def _mutations(value: Any, rng: random.Random) -> Any:
@@ -694,7 +702,7 @@ def test_hostile_edits_of_a_log_are_corruption_errors() -> None:
             chat.histories["coder"][MANAGER][-1] = {k: v for k, v in chat.messages[-1].items() if k != "name"}
         session.save(chat.snapshot(step), trusted=True)
     records = session.log_records()
-    assert any("M" in r for r in records)
+    assert any("pattern" in r for r in records)
     rng = random.Random(20261121)
     outcomes = {"replayed": 0, "rejected": 0}
     for _ in range(600):

@@ -1,115 +1,114 @@
-"""Sessions written in earlier checkpoint formats (2, 3 and 4) keep loading and continuing.
+"""Which earlier checkpoints still load: one log format, plus seed-era documents and standalone exports.
 
-``tests/fixtures/format2_session/``, ``format3_session/`` and ``format4_session/`` are real math-chat
-sessions (each with a continuation and an intervention continuation inside it) written by this library:
-format 2 before agent state moved into the log, format 3 before strings rode on the lines that use them
-and counters were logged as changes (and with the ``committed.jsonl`` of its time), format 4 before a
-message and its copies shared one step line. Every checkpoint must load, equal what the
-session's own transcript says, and a continuation from it must finish the chat in the current format (in a
-temporary copy: the fixtures are never written to).
+The library reads exactly one log format, ``FORMAT_VERSION``. The log-layout formats before it were
+unreleased drafts: a record of one is refused with ``UnsupportedFormatError`` naming it, by every backend,
+when loading and when a writer reopens its session. Seed-era documents (no format marker, everything inline;
+``tests/test_file_store.py`` holds those tests) and standalone exports (``export_checkpoint``, "inline"
+layout) of any version up to the current one keep loading.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import sys
+import hashlib
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from test_file_store import Chat, fill, rewrite, same
 
-from checkpoint_system import FORMAT_VERSION, CheckpointManager, read_checkpoint_file
+from checkpoint_system import CheckpointManager, read_checkpoint_file
+from checkpoint_system.errors import CheckpointError, UnsupportedFormatError
+from checkpoint_system.model import FORMAT_VERSION
+from checkpoint_system.storage import SqliteStore
+from checkpoint_system.storage.delta import dumps_sorted
+from checkpoint_system.storage.files import FileSessionStore, export_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = {version: ROOT / "tests" / "fixtures" / f"format{version}_session" for version in (2, 3, 4, 5)}
-sys.path.insert(0, str(ROOT / "examples"))
-
-import continue_from_checkpoint  # noqa: E402
-
-CHECKPOINTS = [
-    (version, path)
-    for version, fixture in FIXTURES.items()
-    for path in sorted(fixture.rglob("checkpoints/checkpoint_*.json"))
-]
+EARLIER = list(range(2, FORMAT_VERSION))
 
 
-@pytest.mark.parametrize("version", sorted(FIXTURES))
-def test_the_fixtures_are_in_earlier_formats(version: int) -> None:
-    assert FORMAT_VERSION == 6
-    paths = [path for v, path in CHECKPOINTS if v == version]
-    assert len(paths) >= 15
-    assert {orjson.loads(path.read_bytes())["format_version"] for path in paths} == {version}
+def _as_version(version: int) -> Any:
+    return lambda record: record.update(format_version=version)
 
 
-@pytest.mark.parametrize(
-    ("version", "path"),
-    CHECKPOINTS,
-    ids=lambda p: f"{p.parent.parent.name}/{p.stem[:24]}" if isinstance(p, Path) else str(p),
-)
-def test_every_earlier_checkpoint_loads(version: int, path: Path) -> None:
-    data = read_checkpoint_file(path)
-    assert data.format_version == version
-    assert data.checkpoint_id == path.stem
-    assert set(data.agent_states) >= {"solver", "code_executor", "verifier"}
-    assert data.manager_state is not None and data.groupchat_state is not None
-    transcript = json.loads((path.parent.parent / "chat_history.json").read_text(encoding="utf-8"))
-    assert data.messages == transcript[: len(data.messages)]
-    if data.context != "message_appended":
-        return
-    for state in data.agent_states.values():  # every agent's history ends with the group chat's messages
-        history = state.oai_messages.get(data.manager_state.name, [])
-        assert [m.get("content") for m in history[-len(data.messages) :]] == [
-            m.get("content") for m in data.messages[-len(history) :]
-        ]
+def _refused(error: CheckpointError, version: int, where: str) -> None:
+    message = str(error)
+    assert isinstance(error, UnsupportedFormatError) and error.path == where, message
+    assert f"format version {version} was an unreleased draft format" in message, message
+    assert "re-run the chat" in message and "export_checkpoint()" in message, message
 
 
-@pytest.mark.parametrize("version", sorted(FIXTURES))
-def test_an_earlier_session_continues(
-    version: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    copy = tmp_path / "session"
-    shutil.copytree(FIXTURES[version], copy)
-    start = sorted((copy / "checkpoints").glob("checkpoint_2_*.json"))[0]
-    assert continue_from_checkpoint.main([str(start), "--rounds", "5"]) == 0
-    out = capsys.readouterr().out
-    assert "answer: 110" in out
-    made = sorted(p for p in copy.iterdir() if p.name.startswith("continuation_"))[-1]
-    written = sorted((made / "checkpoints").glob("checkpoint_*.json"))
-    assert written and all(orjson.loads(p.read_bytes())["format_version"] == FORMAT_VERSION for p in written)
-    original = json.loads((FIXTURES[version] / "chat_history.json").read_text(encoding="utf-8"))
-    continued = json.loads((made / "chat_history.json").read_text(encoding="utf-8"))
-    assert [m["content"] for m in continued] == [m["content"] for m in original]
+@pytest.mark.parametrize("version", EARLIER)
+def test_an_earlier_log_format_is_refused_as_a_draft(version: int, tmp_path: Path) -> None:
+    store = FileSessionStore(tmp_path / "session")
+    saved = fill(store, Chat(), range(4))
+    store.close()
+    path = store.path_of(saved[2][0])
+    rewrite(path, _as_version(version))  # a validly sealed record of that version
+    with pytest.raises(UnsupportedFormatError) as info:
+        read_checkpoint_file(path)
+    _refused(info.value, version, str(path))
+    with pytest.raises(UnsupportedFormatError):
+        CheckpointManager(tmp_path / "session").load_checkpoint(saved[2][0])
+    same(read_checkpoint_file(store.path_of(saved[3][0])), saved[3][1])  # its neighbours still load
 
 
-@pytest.mark.parametrize("version", [3, 4, 5])
-def test_an_earlier_log_grows_in_the_current_format(version: int, tmp_path: Path) -> None:
-    """A writer reopening an earlier session appends current-format lines; old and new checkpoints load."""
-    copy = tmp_path / "session"
-    shutil.copytree(FIXTURES[version], copy)
-    manager = CheckpointManager(copy)
-    before = manager.list_checkpoints()
-    newest = manager.load_checkpoint(before[-1])
-    step = manager.next_step_number()
-    assert newest.manager_state is not None
-    grown = newest.model_copy(deep=True)
-    message = {"content": "one more message, long enough to be a string of the table", "role": "user"}
-    grown.messages.append({**message, "name": "verifier"})
-    for name, state in grown.agent_states.items():  # every agent's copy, the speaker's as its own
-        copy_of = {**message, "role": "assistant"} if name == "verifier" else {**message, "name": "verifier"}
-        state.oai_messages.setdefault(grown.manager_state.name, []).append(copy_of)
-    for saved in (
-        newest.model_copy(update={"step_number": step, "context": "manual", "checkpoint_id": "again"}),
-        grown.model_copy(update={"step_number": step + 1, "context": "manual", "checkpoint_id": "grown"}),
-    ):
-        assert manager.save_checkpoint(saved)
-    manager.close()
-    after = manager.list_checkpoints()
-    assert after[: len(before)] == before and len(after) == len(before) + 2
-    again, loaded = manager.load_checkpoint(after[-2]), manager.load_checkpoint(after[-1])
-    assert again.format_version == loaded.format_version == FORMAT_VERSION
-    assert again.messages == newest.messages and again.agent_states == newest.agent_states
-    assert loaded.messages == grown.messages and loaded.agent_states == grown.agent_states
-    last_line = orjson.loads((copy / "checkpoints" / "message_log.jsonl").read_bytes().splitlines()[-1])
-    assert "M" in last_line  # the new message went on a step line after the old format's lines
-    assert [manager.load_checkpoint(cid).format_version for cid in before] == [version] * len(before)
+@pytest.mark.parametrize("version", [*EARLIER, FORMAT_VERSION])
+def test_a_standalone_export_of_any_version_loads(version: int, tmp_path: Path) -> None:
+    """An export is the logical checkpoint, everything inline: nothing in it depends on the log format."""
+    chat = Chat()
+    for step in range(5):
+        chat.say(step)
+    data = chat.checkpoint(4)
+    path = export_checkpoint(data, tmp_path / "export.json")
+    rewrite(path, _as_version(version))
+    loaded = read_checkpoint_file(path)
+    assert loaded.format_version == version
+    same(loaded, data.model_copy(update={"format_version": version}))
+
+
+def _reseal_row(path: Path, checkpoint_id: str, version: int) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        (raw,) = conn.execute("SELECT record FROM cs_checkpoints WHERE checkpoint_id = ?", (checkpoint_id,))
+        record = orjson.loads(raw[0])
+        record.pop("integrity")
+        record["format_version"] = version
+        record["integrity"] = hashlib.sha256(dumps_sorted(record)).hexdigest()
+        conn.execute(
+            "UPDATE cs_checkpoints SET record = ? WHERE checkpoint_id = ?",
+            (orjson.dumps(record), checkpoint_id),
+        )
+    finally:
+        conn.close()
+
+
+def test_a_database_holding_an_earlier_log_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints.db"
+    store = SqliteStore(path)
+    session = store.open_session("s")
+    chat = Chat()
+    saved = {}
+    for step in range(3):
+        chat.say(step)
+        data = chat.checkpoint(step)
+        saved[session.save(data, trusted_prefix=True)] = data
+    session.close()
+    store.close()
+    first, *_, newest = saved
+    version = FORMAT_VERSION - 1
+    _reseal_row(path, newest, version)
+
+    reopened = SqliteStore(path)
+    reader = reopened.open_session("s")
+    where = f"{reopened.url}#s/{newest}"
+    with pytest.raises(UnsupportedFormatError) as info:
+        reader.load(newest)
+    _refused(info.value, version, where)
+    same(reader.load(first), saved[first])
+    chat.say(3)
+    with pytest.raises(UnsupportedFormatError, match="unreleased draft"):  # a writer does not extend it
+        reader.save(chat.checkpoint(3), trusted_prefix=True)
+    reader.close()
+    reopened.close()

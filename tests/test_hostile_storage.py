@@ -321,9 +321,9 @@ def test_a_copy_pattern_bomb_is_corrupt(chat_session: Path, confined: Confined) 
     message = b'{"content":"x","role":"user","name":"u"}'
     targets = b",".join(b"0" for _ in range(10_000))
     log = (
-        b'{"hd":0,"a":"a:u","p":"chat_manager"}\n'
-        + b'{"M":' + message + b',"H":[[[' + targets + b']]],"P":0}\n'
-        + (b'{"M":' + message + b',"P":0}\n') * 2_000  # 20 million appends if obeyed
+        b'{"history":0,"agent":"a:u","peer":"chat_manager"}\n'
+        + b'{"message":' + message + b',"copies":[[[' + targets + b']]],"pattern":0}\n'
+        + (b'{"message":' + message + b',"pattern":0}\n') * 2_000  # 20 million appends if obeyed
     )  # fmt: skip
     (session / "checkpoints" / LOG_FILE).write_bytes(log)
     reseal(path, lambda r: r["log"].update(size=len(log), sha256=hashlib.sha256(log).hexdigest()))

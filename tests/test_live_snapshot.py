@@ -210,25 +210,25 @@ def test_group_message_copies_round_trip(trusted: bool, monkeypatch: pytest.Monk
     for index, data in enumerate(expected):
         assert_same(session.load(index), data)
     long_ref = {"$s": 1}  # strings 0, 2 and 3 are the contents
-    assert [r for r in session.log_records() if "H" in r or "h" in r] == [
+    assert [r for r in session.log_records() if "copy" in r or "append" in r] == [
         *(
             record
             for j, content in ((0, 0), (1, 2))
             for record in (
                 {
-                    "h": 4,
-                    "m": {"role": "user", "name": "planner", "content": {"$s": content}, "tool_calls": []},
+                    "append": 4,
+                    "item": {"role": "user", "name": "planner", "content": {"$s": content}, "tool_calls": []},
                 },
-                {"H": [0], "g": j},
-                {"H": [1], "g": j, "o": {"role": "assistant"}},
-                {"H": [2, 5], "g": j, "x": ["name"]},
-                {"H": [3], "g": j, "o": {"name": long_ref}},
+                {"copy": [0], "of": j},
+                {"copy": [1], "of": j, "replace": {"role": "assistant"}},
+                {"copy": [2, 5], "of": j, "remove": ["name"]},
+                {"copy": [3], "of": j, "replace": {"name": long_ref}},
             )
         ),
-        {"h": 4, "m": {"role": "user", "content": {"$s": 3}, "tool_calls": []}},
-        {"H": [0, 2, 5], "g": 2},
-        {"H": [1], "g": 2, "o": {"role": "assistant"}},
-        {"H": [3], "g": 2, "o": {"name": long_ref}},
+        {"append": 4, "item": {"role": "user", "content": {"$s": 3}, "tool_calls": []}},
+        {"copy": [0, 2, 5], "of": 2},
+        {"copy": [1], "of": 2, "replace": {"role": "assistant"}},
+        {"copy": [3], "of": 2, "replace": {"name": long_ref}},
     ]
 
 

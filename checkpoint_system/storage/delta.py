@@ -9,46 +9,60 @@ each checkpoint stays individually loadable while the bytes written per message 
 * histories and the message list are written as appends; an edit or a clear is a truncation followed by
   appends, so any change (not only growth) is representable.
 
-Log record kinds, one JSON object per line::
+The log is JSON Lines: one object per line, whose first key names its kind. Histories are numbered ``h`` in
+the order they are defined, group chat messages ``j`` from 0, configuration blobs ``n`` and copy patterns
+``p`` likewise; an agent is named by its label, ``a:<name>`` for agents and ``m:<name>`` for the manager.
 
-    {"c": n, "v": {...}}               configuration blob n (an agent's settings, group chat settings,
+Per message (a 1,000-message log is mostly these)::
+
+    {"message": msg, "changed": {label: {...}}, "pattern": p}
+        a step line, the usual checkpoint: the group chat message appended, the counter fields that
+        changed per agent label, and the histories' copies of the message, which follow copy pattern p
+        (``changed`` is left out when no counter changed, ``pattern`` when no history got a copy)
+    {"message": msg, "changed": {...}, "copies": [entry, ...], "pattern": p}
+        the same, with copies no earlier step line had: they are spelled out and become pattern p (the
+        next number). Each entry is one copy appended to histories h, ...: ``[[h, ...]]`` shares the
+        message itself, ``[[h, ...], {replaced keys}]`` replaces keys such as ``role``/``name``,
+        ``[[h, ...], {replaced keys} | null, [removed keys]]`` also removes some. A chat repeats a few
+        patterns, about one per speaker, so most step lines name their pattern and nothing more
+    {"message": msg}
+        a group chat message on a line of its own: written when a checkpoint appends several, or when
+        a line other than a configuration blob has to follow the message in the same checkpoint (a new
+        history, an agent's full counters, a history that got more than the message, ...); its counter
+        changes and copies then follow on ``changed`` and ``copy`` lines
+    {"copy": [h, ...], "of": j, "replace": {...}, "remove": [...]}
+        appended to histories h, ...: group chat message j with the keys of ``replace`` replaced and
+        the keys in ``remove`` removed (both optional; without them the histories share the message)
+    {"append": h, "item": msg}
+        a message appended to history h that is no copy of the newest group chat message
+    {"changed": label, "value": {...}}
+        the counter fields of ``label`` that changed (outside a step line)
+
+When the chat's shape changes::
+
+    {"strings": ["text", ...]}         long strings defined on a line of their own (rare: see below)
+    {"config": n, "value": {...}}      configuration blob n (an agent's settings, group chat settings,
                                        checkpoint metadata): written once per distinct value
-    {"m": msg}                         group chat message appended
-    {"mt": k}                          group chat messages truncated to k
-    {"r": [label, ...], "mg": label}   the agents (and the manager) from here on
-    {"ac": label, "c": n}              agent ``label`` uses configuration n from here on
-    {"d": label, "v": {...}}           agent ``label``'s counters from here on (all of them)
-    {"D": label, "v": {...}}           the counter fields of ``label`` that changed (the usual case)
-    {"hd": h, "a": label, "p": peer}   history h is agent ``label``'s history with ``peer``
-    {"h": h, "m": msg}                 message appended to history h
-    {"h": h, "g": j, "o": {..}, "x": [..]}  appended to history h: group chat message j with the keys
-                                       of ``o`` replaced and the keys in ``x`` removed (an agent's copy
-                                       of a group chat message differs only in ``role``/``name``)
-    {"H": [h, ...], "g": j, ...}       the same, appended to several histories at once
-    {"M": msg, "D": {label: {...}}, "H": [[[h, ...]], [[h, ...], {..}], [[h, ...], {..}|null, [..]]]}
-                                       a step line, the usual checkpoint: group chat message appended, the
-                                       counter fields that changed per label, then each entry of "H" is
-                                       one copy of that message (keys of its second item replaced, keys
-                                       in its third removed; a bare ``[[h, ...]]`` shares the message
-                                       itself) appended to histories h, ...
-    {"M": msg, ..., "H": [...], "P": p}  the same, and its "H" is copy pattern p from here on
-    {"M": msg, ..., "P": p}            a step line whose copies follow pattern p (the "H" that defined it):
-                                       a chat repeats a few patterns, one per speaker
-    {"ht": h, "n": k}                  history h truncated to k
-    {"hx": h}                          history h dropped
-    {"S": ["text", ...]}               strings defined alone (rare: see below)
+    {"agents": [label, ...], "manager": label | null}
+                                       the agents and the manager from here on
+    {"agent_config": label, "config": n}
+                                       agent ``label`` uses configuration n from here on
+    {"counters": label, "value": {...}}
+                                       agent ``label``'s counters from here on (all of them)
+    {"history": h, "agent": label, "peer": peer}
+                                       history h is agent ``label``'s history with ``peer``
+    {"truncate_messages": k}           group chat messages truncated to k (an edit, a cleared history)
+    {"truncate_history": h, "to": k}   history h truncated to k
+    {"drop_history": h}                history h dropped
 
-Any line may also carry ``"S": ["text", ...]``: the next long strings of the table, defined before the
-line is applied (a new message's line carries its own content). Format 3 logs defined each string on a
-line of its own, ``{"s": n, "v": "text"}``, and wrote every counter change in full; format 4 logs wrote a
-message, its counter changes and its copies on separate ``"m"``, ``"D"`` and ``"H"`` lines (still
-written when a line between them refers to the message); format 5 step lines spelled out their "H" every
-time (patterns "P" are format 6). All are still read.
+Any line may also carry ``"strings": ["text", ...]`` (written last): the next long strings of the string
+table (numbered from 0 in the order they are defined), defined before the line is applied; a message's
+line carries the strings of its own content. A value refers to string s as ``{"$s": s}``. The replay reads
+exactly what the encoder writes: the log formats before this one were unreleased drafts, and their records
+are refused before their log is read (``records.check_format_version``).
 
-Agent labels are ``a:<name>`` for agents and ``m:<name>`` for the manager. A checkpoint record (formats 3
-to 6) then only holds the message count, the round position, the speaker, and references to its metadata
-and group chat settings; everything else is the state the log prefix leaves. Format 2 records, which listed
-every agent's configuration, counters and history lengths, are still read.
+A checkpoint record only holds the message count, the round position, the speaker, and references to its
+metadata and group chat settings; everything else is the state the log prefix leaves.
 
 Inside a message, a dict that has a ``"$s"`` or ``"$lit"`` key of its own is escaped as ``{"$lit": {...}}``
 so it is never mistaken for a string reference.
@@ -76,19 +90,6 @@ from ..model import STATIC_FIELDS_KEY, AgentState, CheckpointData, GroupChatStat
 
 #: Strings at least this long are stored once and referenced; shorter ones are cheaper inline.
 INTERN_MIN_LENGTH = 48
-
-#: Fields of an agent state that change as the chat runs; the rest is the (deduplicated) configuration.
-DYNAMIC_AGENT_FIELDS = frozenset(
-    {
-        "oai_messages",
-        "consecutive_auto_reply_counter",
-        "max_consecutive_auto_reply_dict",
-        "reply_at_receive",
-        "step_counter",
-        "current_speaker",
-        "silent",
-    }
-)
 
 _STRING_REF = "$s"
 _LITERAL = "$lit"
@@ -224,7 +225,7 @@ class DeltaEncoder:
         self._identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = {}
         self._string_count = 0
         self._config_count = 0
-        self._patterns: dict[bytes, int] = {}  # step lines' "H", by its bytes: its pattern number
+        self._patterns: dict[bytes, int] = {}  # step lines' "copies", by their bytes: the pattern number
         self._pattern_count = 0
         self._history_count = 0
         self._generation = 0
@@ -246,7 +247,7 @@ class DeltaEncoder:
         manager_label = f"m:{manager_fields['name']}" if manager_fields is not None else None
         roster = (tuple(labels), manager_label)
         if roster != self._roster:
-            job.emit({"r": labels, "mg": manager_label})
+            job.emit({"agents": labels, "manager": manager_label})
             job.roster = roster
         for label, state in zip(labels, data.agent_states.values(), strict=True):
             job.agent(label, state)
@@ -280,7 +281,7 @@ class DeltaEncoder:
         if extra:
             record["extra"] = to_jsonable(extra)
         if job.pending_strings:  # interned for a reference no later line carried
-            job.lines.append(b'{"S":' + dumps(job.pending_strings) + b"}\n")
+            job.lines.append(b'{"strings":' + dumps(job.pending_strings) + b"}\n")
         return EncodedCheckpoint(
             log_bytes=b"".join(job.lines),
             record=record,
@@ -393,11 +394,11 @@ class _EncodeJob:
         self.agents: dict[str, _AgentLog] = {}
         self.roster: tuple[tuple[str, ...], str | None] | None = None
         self.identity_configs: dict[tuple[int, ...], tuple[list[Any], int]] = {}
-        # the newest group chat message (a dict, else None) and ``"g":j`` referring to it
+        # the newest group chat message (a dict, else None) and ``"of":j`` referring to it
         self.group_base: dict[str, Any] | None = None
         self.group_index = b""
-        # histories that each got exactly one copy of a group chat message, by the overrides ("o") and
-        # removed keys ("x") of their copy
+        # histories that each got exactly one copy of a group chat message, by the replaced keys
+        # ("replace") and removed keys ("remove") of their copy
         self.grouped: dict[tuple[bytes | None, bytes | None], list[int]] = {}
         # the step line's parts: the one message appended (its encoding, its strings, where its line goes
         # if it cannot wait for the step line) and counter changes (label, changed fields)
@@ -409,7 +410,7 @@ class _EncodeJob:
         self.new_patterns: dict[bytes, int] = {}
 
     def add(self, line: bytes, *, refers: bool = True) -> None:
-        """Append one log line; strings interned since the previous line ride on it (``"S"``).
+        """Append one log line; strings interned since the previous line ride on it (``"strings"``).
 
         ``refers=False``: the line cannot refer to a message or a string (a configuration blob), so a held
         message may still move past it to the step line.
@@ -417,7 +418,7 @@ class _EncodeJob:
         if refers:
             self.step_held = False
         if self.pending_strings:
-            line = line[:-2] + b',"S":' + dumps(self.pending_strings) + b"}\n"
+            line = line[:-2] + b',"strings":' + dumps(self.pending_strings) + b"}\n"
             self.pending_strings = []
         self.lines.append(line)
 
@@ -427,17 +428,17 @@ class _EncodeJob:
     def finish_step(self) -> None:
         """Write the usual changes of a checkpoint: its message, counter changes and history copies.
 
-        One step line (``{"M": ...}``) holds them when the message's line could wait until now (no line
-        written after it can refer to it or its strings: only configuration blobs were). Otherwise they
-        are written as separate lines: the message's where it was logged, then ``"D"`` lines, then one
-        ``"H"`` line per distinct reference.
+        One step line (``{"message": ..., "changed": ..., "pattern": ...}``) holds them when the message's
+        line could wait until now (no line written after it can refer to it or its strings: only
+        configuration blobs were). Otherwise they are written as separate lines: the message's where it was
+        logged, then ``"changed"`` lines, then one ``"copy"`` line per distinct reference.
         """
         message, grouped, counters = self.step_message, self.grouped, self.step_counters
         if message is not None and self.step_held:
-            parts = [b'{"M":', message]
+            parts = [b'{"message":', message]
             if counters:
                 changes = b",".join(label + b":" + changed for label, changed in counters)
-                parts.append(b',"D":{' + changes + b"}")
+                parts.append(b',"changed":{' + changes + b"}")
             if grouped:
                 entries = []
                 for (overrides, removed), histories in grouped.items():
@@ -450,39 +451,39 @@ class _EncodeJob:
                 parts.append(self.copies(b"[" + b",".join(entries) + b"]"))
             strings = self.step_strings + self.pending_strings
             if strings:
-                parts.append(b',"S":' + dumps(strings))
+                parts.append(b',"strings":' + dumps(strings))
             self.pending_strings = []
             self.lines.append(b"".join(parts) + b"}\n")
         else:
             if message is not None:
-                defined = b',"S":' + dumps(self.step_strings) if self.step_strings else b""
-                self.lines.insert(self.step_at, b'{"m":' + message + defined + b"}\n")
+                defined = b',"strings":' + dumps(self.step_strings) if self.step_strings else b""
+                self.lines.insert(self.step_at, b'{"message":' + message + defined + b"}\n")
             for label, changed in counters:
-                self.add(b'{"D":' + label + b',"v":' + changed + b"}\n")
+                self.add(b'{"changed":' + label + b',"value":' + changed + b"}\n")
             for key, histories in grouped.items():
-                self.add(b'{"H":' + dumps(histories) + b"," + self.group_fragment(key) + b"}\n")
+                self.add(b'{"copy":' + dumps(histories) + b"," + self.group_fragment(key) + b"}\n")
         self.step_message, self.step_strings, self.step_counters = None, [], []
         grouped.clear()
 
     def copies(self, pattern: bytes) -> bytes:
-        """``,"P":p`` for a step line's copies seen before, else ``,"H":[...],"P":p`` defining pattern p."""
+        """``,"pattern":p`` for copies seen before, else ``,"copies":[...],"pattern":p`` defining p."""
         number = self.encoder._patterns.get(pattern)
         if number is None:
             number = self.new_patterns.get(pattern)
         if number is not None:
-            return b',"P":' + str(number).encode()
+            return b',"pattern":' + str(number).encode()
         number = self.encoder._pattern_count + len(self.new_patterns)
         self.new_patterns[pattern] = number
-        return b',"H":' + pattern + b',"P":' + str(number).encode()
+        return b',"copies":' + pattern + b',"pattern":' + str(number).encode()
 
     def group_fragment(self, key: tuple[bytes | None, bytes | None]) -> bytes:
-        """``"g":j,"o":{...},"x":[...]``: the line form of a copy of the newest group chat message."""
+        """``"of":j,"replace":{...},"remove":[...]``: a copy line's reference to the newest message."""
         overrides, removed = key
         fragment = self.group_index
         if overrides is not None:
-            fragment += b',"o":' + overrides
+            fragment += b',"replace":' + overrides
         if removed is not None:
-            fragment += b',"x":' + removed
+            fragment += b',"remove":' + removed
         return fragment
 
     def value(self, value: Any, intern: bool = True, depth: int = 0) -> Any:
@@ -528,7 +529,7 @@ class _EncodeJob:
         """Let history items be logged as references to the newest of ``messages`` (the group chat's)."""
         base = messages[-1] if messages else None
         self.group_base = base if type(base) is dict else None
-        self.group_index = b'"g":' + str(len(messages) - 1).encode()
+        self.group_index = b'"of":' + str(len(messages) - 1).encode()
 
     def _group_reference(self, item: dict[str, Any]) -> tuple[bytes | None, bytes | None] | None:
         """(overrides, removed keys) when ``item`` is the newest group chat message up to its role/name."""
@@ -573,7 +574,11 @@ class _EncodeJob:
             while keep < limit and peek(items[keep]) == encs[keep]:
                 keep += 1
             if keep < n_logged:
-                self.emit({"mt": keep} if history is None else {"ht": history, "n": keep})
+                self.emit(
+                    {"truncate_messages": keep}
+                    if history is None
+                    else {"truncate_history": history, "to": keep}
+                )
             adopt_all = True  # identical items now refer to the caller's objects (O(1) checks later)
         tail: list[Any] = []
         tail_encs: list[bytes | None] = []
@@ -603,15 +608,14 @@ class _EncodeJob:
             raise InvalidCheckpointError(f"a message must be a JSON object, got {type(item).__name__}")
         if history is None:
             enc = dumps(self.value(item))
-            self.add(b'{"m":' + enc + b"}\n")
+            self.add(b'{"message":' + enc + b"}\n")
             return enc
-        head = b'{"h":' + str(history).encode() + b","
         reference = self._group_reference(item)
         if reference is not None:
-            self.add(head + self.group_fragment(reference) + b"}\n")
+            self.add(b'{"copy":[' + str(history).encode() + b"]," + self.group_fragment(reference) + b"}\n")
             return None
         enc = dumps(self.value(item))
-        self.add(head + b'"m":' + enc + b"}\n")
+        self.add(b'{"append":' + str(history).encode() + b',"item":' + enc + b"}\n")
         return enc
 
     def config_id(self, value: Any) -> int:
@@ -623,7 +627,7 @@ class _EncodeJob:
             if index is None:
                 index = self.encoder._config_count + len(self.new_configs)
                 self.new_configs[key] = index
-                self.add(b'{"c":' + str(index).encode() + b',"v":' + key + b"}\n", refers=False)
+                self.add(b'{"config":' + str(index).encode() + b',"value":' + key + b"}\n", refers=False)
         return index
 
     def config_from_fields(self, values: dict[str, Any]) -> int:
@@ -647,7 +651,7 @@ class _EncodeJob:
             hid = self.encoder._history_count + len(self.new_histories)
             known = (hid, _Track())
             self.new_histories[key] = known
-            self.emit({"hd": hid, "a": label, "p": peer})
+            self.emit({"history": hid, "agent": label, "peer": peer})
         return known
 
     def agent(self, label: str, state: AgentState | dict[str, Any]) -> None:
@@ -669,13 +673,13 @@ class _EncodeJob:
                 fields = static
             config = self.config_from_fields(fields)
             if config != logged.config:
-                self.emit({"ac": label, "c": config})
+                self.emit({"agent_config": label, "config": config})
         frozen = logged.counters
         counters = {k: values[k] for k in _COUNTER_FIELDS if k in values}
         if counters != frozen:
             encoded = dumps_sorted(counters)
             if frozen is None or frozen.keys() != counters.keys():
-                self.add(b'{"d":' + dumps(label) + b',"v":' + encoded + b"}\n")
+                self.add(b'{"counters":' + dumps(label) + b',"value":' + encoded + b"}\n")
             else:  # the usual case: one counter moved; only the fields that changed
                 changed = {k: v for k, v in counters.items() if v != frozen[k]}
                 self.step_counters.append((dumps(label), dumps_sorted(changed)))
@@ -693,7 +697,7 @@ class _EncodeJob:
         if len(peers) != len(histories):
             peers = dict(peers) if peers is logged.peers else peers
             for peer_name in [p for p in peers if p not in histories]:
-                self.emit({"hx": peers.pop(peer_name)[0]})
+                self.emit({"drop_history": peers.pop(peer_name)[0]})
                 self.dropped.append((label, peer_name))
         if (
             config != logged.config
@@ -721,7 +725,7 @@ class LogReplay:
         self.manager_label: str | None = None
         self.agent_configs: dict[str, int] = {}
         self.dynamic: dict[str, dict[str, Any]] = {}
-        self.patterns: list[Any] = []  # step lines' copy patterns ("H"), by number
+        self.patterns: list[Any] = []  # step lines' copy patterns ("copies"), by number
         self.pattern_costs: list[int] = []  # what replaying each pattern once costs (see _pattern_cost)
 
     def apply_bytes(self, data: bytes, *, path: str | None = None) -> None:
@@ -758,9 +762,9 @@ class LogReplay:
     def _apply_all(self, records: list[Any], budget: int) -> None:
         """Apply parsed records in order.
 
-        Step lines (one per message) and the per-message kinds of format 4 ("m", "H", "D") are handled
-        inline, their common shapes without a call: a 1,000-message log holds 1,000 to 4,000 of them and
-        this loop is most of a load.
+        Message lines (one per message, most of them step lines) and copy lines are handled inline, their
+        common shapes without a call: a 1,000-message log holds 1,000 to 4,000 of them and this loop is
+        most of a load. The first key of any other line names its kind (``_HANDLERS``).
 
         ``budget`` bounds what step lines that reuse a copy pattern may append (``_pattern_cost``): a line of
         a few bytes can name a pattern of any size, so a hostile log could otherwise expand without bound.
@@ -771,7 +775,7 @@ class LogReplay:
         for record in records:
             if type(record) is not dict:
                 raise TypeError("log record is not an object")
-            defined = record.get("S")  # strings first: the record may refer to them
+            defined = record.get("strings")  # strings first: the record may refer to them
             if defined is not None:
                 if type(defined) is not list:
                     raise TypeError("string definitions are not a list of strings")
@@ -779,8 +783,8 @@ class LogReplay:
                     if type(text) is not str:
                         raise TypeError("string definitions are not a list of strings")
                 strings += defined
-            message = record.get("M")
-            if message is not None:  # a step line: message, counter changes, the histories' copies
+            message = record.get("message")
+            if message is not None:  # a group chat message; a step line adds counter changes and copies
                 if (  # the usual message, {"content": {"$s": n}, "role": "...", "name": "..."}: no call
                     type(message) is dict
                     and len(message) == 3
@@ -795,29 +799,32 @@ class LogReplay:
                 else:
                     message = plain_message(message)
                 messages.append(message)
-                counters = record.get("D")
+                counters = record.get("changed")
                 if counters is not None:
                     for label, changed in counters.items():
                         if type(changed) is not dict:
                             raise TypeError("counters record is not an object")
                         dynamic[label].update(changed)  # KeyError (malformed) before a full record
-                copies = record.get("H", ())
-                pattern = record.get("P")
-                if pattern is not None:  # format 6: the copies follow a pattern, or define the next one
-                    if type(pattern) is not int or pattern < 0:
-                        raise ValueError(f"invalid copy pattern {pattern!r}")
-                    if "H" not in record:
-                        copies = patterns[pattern]  # IndexError: a pattern never defined
-                        budget -= costs[pattern]
-                        if budget < 0:
-                            raise ValueError(
-                                "copy patterns expand to more history entries than a log of this size holds"
-                            )
-                    elif pattern == len(patterns):
-                        patterns.append(copies)
-                        costs.append(_pattern_cost(copies))
-                    else:
-                        raise ValueError(f"copy pattern {pattern} defined out of sequence")
+                pattern = record.get("pattern")
+                if pattern is None:
+                    if "copies" in record:  # the encoder numbers every set of copies it writes
+                        raise ValueError("a step line's copies have no pattern number")
+                    continue
+                if type(pattern) is not int or pattern < 0:
+                    raise ValueError(f"invalid copy pattern {pattern!r}")
+                copies = record.get("copies")
+                if copies is None:  # the copies follow a pattern defined before
+                    copies = patterns[pattern]  # IndexError: a pattern never defined
+                    budget -= costs[pattern]
+                    if budget < 0:
+                        raise ValueError(
+                            "copy patterns expand to more history entries than a log of this size holds"
+                        )
+                elif pattern == len(patterns):  # the copies define the next pattern
+                    patterns.append(copies)
+                    costs.append(_pattern_cost(copies))
+                else:
+                    raise ValueError(f"copy pattern {pattern} defined out of sequence")
                 for entry in copies:
                     if len(entry) == 1:  # a bare entry is an unchanged copy: the histories share the message
                         item = message
@@ -834,30 +841,21 @@ class LogReplay:
                     for hid in entry[0]:  # readers copy what they keep
                         histories[hid].append(item)
                 continue
-            targets = record.get("H")
-            if targets is not None:  # format 4: one copy of a group chat message, for several histories
+            targets = record.get("copy")
+            if targets is not None:  # one copy of a group chat message, for one or more histories
+                if type(targets) is not list:
+                    raise TypeError("copy targets are not a list")
                 if len(record) == 2 + (defined is not None):  # an unchanged copy: share the message
-                    item = messages[_index(record["g"])]
+                    item = messages[_index(record["of"])]
                 else:
                     item = copy_of(record)
                 for hid in targets:
                     histories[hid].append(item)
                 continue
-            message = record.get("m")
-            if message is not None and len(record) == 1 + (defined is not None):
-                messages.append(plain_message(message))
-                continue
-            kind = next(iter(record), "")
-            if kind == "D":  # format 4: the counter fields that changed
-                changed = record["v"]
-                if type(changed) is not dict:
-                    raise TypeError("counters record is not an object")
-                dynamic[str(record["D"])].update(changed)
-            else:
-                handler = _HANDLERS.get(kind)
-                if handler is None:
-                    raise ValueError(f"unknown record {sorted(record)}")
-                handler(self, record)
+            handler = _HANDLERS.get(next(iter(record), ""))
+            if handler is None:
+                raise ValueError(f"unknown record {sorted(record)}")
+            handler(self, record)
 
     def _plain_message(self, encoded: Any) -> dict[str, Any]:
         """A logged message; the usual one (plain values around a content reference) without recursion."""
@@ -892,55 +890,55 @@ class LogReplay:
         return item
 
     def _copy_of_group_message(self, record: dict[str, Any]) -> dict[str, Any]:
-        return self._copy_with(self.messages[_index(record["g"])], record.get("o"), record.get("x"))
+        return self._copy_with(
+            self.messages[_index(record["of"])], record.get("replace"), record.get("remove")
+        )
 
-    def _history_item(self, record: dict[str, Any]) -> None:
-        history = self.histories[record["h"]]
-        if "g" in record:
-            history.append(self._copy_of_group_message(record))
-        else:
-            history.append(self._message(record["m"]))
-
-    def _string(self, record: dict[str, Any]) -> None:
-        if record["s"] != len(self.strings) or type(record["v"]) is not str:
-            raise ValueError(f"string record {record['s']!r} out of sequence")
-        self.strings.append(record["v"])
+    def _append(self, record: dict[str, Any]) -> None:
+        """``{"append": h, "item": msg}``: a message that is no copy of a group chat message."""
+        self.histories[record["append"]].append(self._message(record["item"]))
 
     def _counters(self, record: dict[str, Any]) -> None:
-        if type(record["v"]) is not dict:
+        if type(record["value"]) is not dict:
             raise TypeError("counters record is not an object")
-        self.dynamic[str(record["d"])] = record["v"]
+        self.dynamic[str(record["counters"])] = record["value"]
+
+    def _changed(self, record: dict[str, Any]) -> None:
+        changed = record["value"]
+        if type(changed) is not dict:
+            raise TypeError("counters record is not an object")
+        self.dynamic[str(record["changed"])].update(changed)  # KeyError (malformed) before a full record
 
     def _strings_only(self, record: dict[str, Any]) -> None:
-        """``{"S": [...]}``: string definitions alone (``_apply_all`` has taken them)."""
+        """``{"strings": [...]}``: string definitions alone (``_apply_all`` has taken them)."""
 
     def _agent_config(self, record: dict[str, Any]) -> None:
-        self.agent_configs[str(record["ac"])] = _index(record["c"])
+        self.agent_configs[str(record["agent_config"])] = _index(record["config"])
 
     def _config(self, record: dict[str, Any]) -> None:
-        self.configs[_index(record["c"])] = record["v"]
+        self.configs[_index(record["config"])] = record["value"]
 
     def _history_defined(self, record: dict[str, Any]) -> None:
-        hid = _index(record["hd"])
+        hid = _index(record["history"])
         if hid in self.history_keys:
             raise ValueError(f"history {hid} defined twice")
         self.histories[hid] = []
-        self.history_keys[hid] = (str(record["a"]), str(record["p"]))
+        self.history_keys[hid] = (str(record["agent"]), str(record["peer"]))
 
     def _history_truncated(self, record: dict[str, Any]) -> None:
-        del self.histories[record["ht"]][_index(record["n"]) :]
+        del self.histories[record["truncate_history"]][_index(record["to"]) :]
 
     def _history_dropped(self, record: dict[str, Any]) -> None:
-        del self.histories[_index(record["hx"])]
+        del self.histories[_index(record["drop_history"])]
 
     def _messages_truncated(self, record: dict[str, Any]) -> None:
-        del self.messages[_index(record["mt"]) :]
+        del self.messages[_index(record["truncate_messages"]) :]
 
     def _roster(self, record: dict[str, Any]) -> None:
-        if type(record["r"]) is not list:
+        if type(record["agents"]) is not list:
             raise TypeError("roster is not a list")
-        self.roster = [str(label) for label in record["r"]]
-        self.manager_label = None if record.get("mg") is None else str(record["mg"])
+        self.roster = [str(label) for label in record["agents"]]
+        self.manager_label = None if record.get("manager") is None else str(record["manager"])
 
     def _message(self, encoded: Any) -> dict[str, Any]:
         if type(encoded) is not dict:
@@ -1002,19 +1000,20 @@ class LogReplay:
         }
 
 
-#: Handlers of the rarer record kinds ("H", "m" and "D" are handled inline by ``_apply_all``).
+#: Handlers of the rarer record kinds, by the line's first key ("message" and "copy" lines are handled
+#: inline by ``_apply_all``).
 _HANDLERS: dict[str, Callable[[LogReplay, dict[str, Any]], None]] = {
-    "h": LogReplay._history_item,
-    "s": LogReplay._string,
-    "d": LogReplay._counters,
-    "S": LogReplay._strings_only,
-    "ac": LogReplay._agent_config,
-    "c": LogReplay._config,
-    "hd": LogReplay._history_defined,
-    "ht": LogReplay._history_truncated,
-    "hx": LogReplay._history_dropped,
-    "mt": LogReplay._messages_truncated,
-    "r": LogReplay._roster,
+    "strings": LogReplay._strings_only,
+    "config": LogReplay._config,
+    "agents": LogReplay._roster,
+    "agent_config": LogReplay._agent_config,
+    "counters": LogReplay._counters,
+    "changed": LogReplay._changed,
+    "history": LogReplay._history_defined,
+    "append": LogReplay._append,
+    "truncate_messages": LogReplay._messages_truncated,
+    "truncate_history": LogReplay._history_truncated,
+    "drop_history": LogReplay._history_dropped,
 }
 
 
@@ -1039,24 +1038,10 @@ def _index(value: Any) -> int:
     return value
 
 
-def _agent_from_entry(
-    entry: dict[str, Any], replay: LogReplay, model: type[AgentState], path: str | None
-) -> AgentState:
-    """A format-2 record entry: configuration, counters and history lengths listed in the record."""
-    config = replay.config(entry["config"], "agent configuration", path)
-    dynamic = {k: v for k, v in entry.items() if k in DYNAMIC_AGENT_FIELDS}
-    state = model.model_validate({**config, **dynamic})
-    state.oai_messages = {
-        peer: replay.history(_index(ref[0]), _index(ref[1]), path=path)
-        for peer, ref in entry["histories"].items()
-    }
-    return state
-
-
 def _agent_from_log(
     label: str, replay: LogReplay, model: type[AgentState], path: str | None, **fields: Any
 ) -> AgentState:
-    """A format-3 agent: everything comes from the log prefix."""
+    """An agent as the log prefix leaves it; ``fields`` come from the record."""
     if label not in replay.agent_configs:
         raise CorruptCheckpointError(f"agent {label[2:]!r} has no configuration in the log", path=path)
     config = replay.config(replay.agent_configs[label], f"agent {label[2:]!r}", path)
@@ -1082,7 +1067,7 @@ _HEADER_FIELDS = (
 def checkpoint_from_record(
     record: dict[str, Any], replay: LogReplay, *, path: str | None = None
 ) -> CheckpointData:
-    """Assemble the logical checkpoint from its record and the replayed log prefix (formats 2 and 3)."""
+    """Assemble the logical checkpoint from its record and the replayed log prefix."""
     count = _index(record["messages"]["count"])
     if len(replay.messages) != count:
         raise CorruptCheckpointError(
@@ -1092,52 +1077,34 @@ def checkpoint_from_record(
     extra = record.get("extra") or {}
     if not isinstance(extra, dict):
         raise InvalidCheckpointError("the record's 'extra' is not an object", path=path)
-    if "agents" in record:  # format 2
-        metadata = record.get("metadata") or {}
-        groupchat = record.get("groupchat")
-    else:
-        metadata = (
-            replay.config(record["metadata"], "metadata", path) if record.get("metadata") is not None else {}
-        )
-        groupchat = None
-        if record.get("groupchat") is not None:
-            position = record["groupchat"]
-            groupchat = {
-                **replay.config(position["config"], "group chat settings", path),
-                **{k: position[k] for k in _GROUPCHAT_POSITION if k in position},
-            }
+    metadata = (
+        replay.config(record["metadata"], "metadata", path) if record.get("metadata") is not None else {}
+    )
+    groupchat = None
+    if record.get("groupchat") is not None:
+        position = record["groupchat"]
+        groupchat = {
+            **replay.config(position["config"], "group chat settings", path),
+            **{k: position[k] for k in _GROUPCHAT_POSITION if k in position},
+        }
     data = CheckpointData.model_validate(
         {key: value for key, value in extra.items() if key not in CheckpointData.model_fields}
         | {key: record[key] for key in _HEADER_FIELDS if key in record}
         | {"metadata": metadata, "groupchat_state": groupchat}
     )
     data.messages = list(replay.messages)
-    if "agents" in record:
-        agents = record["agents"]
-        if not isinstance(agents, dict):
-            raise InvalidCheckpointError("the record's 'agents' is not an object", path=path)
-        data.agent_states = {
-            name: _agent_from_entry(entry, replay, AgentState, path) for name, entry in agents.items()
-        }
-        manager = record.get("manager")
-        data.manager_state = (
-            _agent_from_entry(manager, replay, ManagerState, path)  # type: ignore[assignment]
-            if manager is not None
-            else None
+    data.agent_states = {
+        label[2:]: _agent_from_log(label, replay, AgentState, path) for label in replay.roster
+    }
+    if replay.manager_label is not None:
+        data.manager_state = _agent_from_log(  # type: ignore[assignment]
+            replay.manager_label,
+            replay,
+            ManagerState,
+            path,
+            current_speaker=record.get("speaker"),
+            step_counter=record.get("step_counter", data.step_number),
         )
-    else:
-        data.agent_states = {
-            label[2:]: _agent_from_log(label, replay, AgentState, path) for label in replay.roster
-        }
-        if replay.manager_label is not None:
-            data.manager_state = _agent_from_log(  # type: ignore[assignment]
-                replay.manager_label,
-                replay,
-                ManagerState,
-                path,
-                current_speaker=record.get("speaker"),
-                step_counter=record.get("step_counter", data.step_number),
-            )
     if data.groupchat_state is not None and not isinstance(data.groupchat_state, GroupChatState):
         raise InvalidCheckpointError("groupchat state is malformed", path=path)
     return data

@@ -3,7 +3,10 @@
 Version 1 is the seed implementation's format: no format marker, every message and every agent's full
 history inline (``_oai_messages`` or ``oai_messages``), agent states without a class name, termination
 patterns as bare strings, and LLM configs as they were given (possibly with API keys, which are redacted
-on the way in so that re-saving a migrated checkpoint never writes a secret).
+on the way in so that re-saving a migrated checkpoint never writes a secret). A standalone export
+(``"inline"`` layout) of any version is the logical checkpoint as it is and needs no upgrade. Log-layout
+checkpoints are not migrated: the library reads one log format, and the earlier ones, unreleased drafts,
+are refused (``records.check_format_version``).
 
 The database backends version their schema the same way: ``SchemaMigration`` steps, numbered from 1, each
 applied once in a transaction and recorded in the database's ``cs_schema_version`` table
@@ -61,7 +64,7 @@ def _seed_agent(state: Any, name: Any = None) -> Any:
 
 
 def migrate_inline(record: dict[str, Any]) -> dict[str, Any]:
-    """A dict that validates as ``CheckpointData``, from an inline document of any supported version."""
+    """A dict that validates as ``CheckpointData``, from a seed-era document or a standalone export."""
     data = {key: value for key, value in record.items() if key not in _LAYOUT_KEYS}
     if record.get("format") == FORMAT_NAME:
         return data

@@ -87,12 +87,7 @@ def open_record(raw: bytes, *, where: str) -> dict[str, Any]:
     version = record.get("format_version")
     if type(version) is not int or version < 1:
         raise InvalidCheckpointError(f"invalid format_version {version!r}", path=where)
-    if version > FORMAT_VERSION:
-        raise UnsupportedFormatError(
-            f"format version {version} is newer than this library supports ({FORMAT_VERSION}); upgrade "
-            "checkpoint_system to read it",
-            path=where,
-        )
+    check_format_version(version, record.get("layout", "inline"), where=where)
     expected = record.pop("integrity", None)
     if not isinstance(expected, str):
         raise CorruptCheckpointError("integrity hash missing", path=where)
@@ -105,6 +100,28 @@ def open_record(raw: bytes, *, where: str) -> dict[str, Any]:
     if layout not in LAYOUTS:
         raise InvalidCheckpointError(f"unknown checkpoint layout {str(layout)[:80]!r}", path=where)
     return record
+
+
+def check_format_version(version: int, layout: Any, *, where: str) -> None:
+    """Refuse a record this library does not read: a newer format, or an older log-layout one.
+
+    The library reads exactly one log format, ``FORMAT_VERSION``. Standalone exports (``"inline"`` layout:
+    the logical checkpoint, everything inline) of any version up to it are read; seed-era documents have no
+    format marker and never get here. Every earlier log-layout version was an unreleased draft.
+    """
+    if version > FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"format version {version} is newer than this library supports ({FORMAT_VERSION}); upgrade "
+            "checkpoint_system to read it",
+            path=where,
+        )
+    if version < FORMAT_VERSION and layout != "inline":
+        raise UnsupportedFormatError(
+            f"format version {version} was an unreleased draft format that is no longer read (this "
+            f"library reads format {FORMAT_VERSION} and standalone exports); re-run the chat, or export "
+            "the checkpoint with export_checkpoint() of the library version that wrote it",
+            path=where,
+        )
 
 
 def log_reference(record: dict[str, Any], *, where: str) -> tuple[int, str]:
