@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 #: Version of the on-disk checkpoint format written by this library. Readers accept every version up to it.
-FORMAT_VERSION = 6
+FORMAT_VERSION = 7
 
 #: Marker of a checkpoint file, so a foreign JSON file is recognised as such.
 FORMAT_NAME = "checkpoint_system.checkpoint"

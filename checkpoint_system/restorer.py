@@ -274,7 +274,7 @@ class CheckpointRestorer:
         target: dict[str, Any]
         if reference.path is not None:
             if continuation_dir:
-                directory = Path(continuation_dir).absolute()
+                directory = Path(continuation_dir)
                 try:
                     directory.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
@@ -290,7 +290,7 @@ class CheckpointRestorer:
                 assert directory is not None
                 parent_ref = os.path.relpath(reference.path.resolve(), directory.resolve())
                 target = {"session_dir": directory}
-                nested = directory.parent.resolve() == session_dir_of(reference.path)
+                nested = directory.parent.resolve() == session_dir_of(reference.path).resolve()
             else:
                 session_id = new_continuation_session_id(reference.store, reference.session_id)
                 parent_ref = where

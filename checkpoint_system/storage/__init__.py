@@ -133,7 +133,7 @@ def load_reference(reference: str | Path, store: CheckpointStore | str | None = 
         raise CheckpointNotFoundError("checkpoint file does not exist", path=path) from exc
     except OSError as exc:
         raise from_os_error(exc, "cannot look up the checkpoint file", path) from exc
-    session_dir = session_dir_of(path)
+    session_dir = session_dir_of(path.resolve())
     return CheckpointReference(FileStore(session_dir.parent), session_dir.name, path.stem, path)
 
 

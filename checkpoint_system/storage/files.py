@@ -1058,7 +1058,7 @@ def _base_replay(record: dict[str, Any], path: Path, depth: int) -> LogReplay | 
 def session_dir_of(checkpoint_file: str | Path) -> Path:
     """The session directory a checkpoint file belongs to (``<session>/checkpoints/<file>``; a file
     elsewhere, such as a standalone export, counts its own directory as its session)."""
-    parent = Path(os.path.abspath(checkpoint_file)).parent
+    parent = Path(os.path.normpath(checkpoint_file)).parent  # relative stays relative: no machine paths
     return parent.parent if parent.name == CHECKPOINT_DIR else parent
 
 
