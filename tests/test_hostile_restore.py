@@ -264,18 +264,18 @@ def test_deeply_nested_message_is_saved_and_restored_without_recursion(confined:
 CODE = "```python\nopen('ran.txt', 'w').write('here')\nprint('wrote ran.txt')\n```"
 
 
-def test_continuation_runs_code_in_its_own_work_directory(confined: Confined) -> None:
-    parent_work = confined.root / "parent_work"
+def _code_chat(confined: Confined, work_dir: str, max_round: int) -> CheckpointManager:
+    """A user sends ``CODE`` to an executor running code in ``work_dir`` (round robin); the session's manager."""
     executor = ConversableAgent(
         "executor",
         llm_config=False,
         human_input_mode="NEVER",
-        code_execution_config={"work_dir": str(parent_work), "use_docker": False},
+        code_execution_config={"work_dir": work_dir, "use_docker": False},
         default_auto_reply="executor: no code",
     )
     user = plain_agent("user", "user: thanks")
     groupchat = GroupChat(
-        agents=[user, executor], messages=[], max_round=3, speaker_selection_method="round_robin"
+        agents=[user, executor], messages=[], max_round=max_round, speaker_selection_method="round_robin"
     )
     manager = CheckpointingGroupChatManager(
         checkpoint_manager=CheckpointManager(confined.root / "session"),
@@ -284,9 +284,14 @@ def test_continuation_runs_code_in_its_own_work_directory(confined: Confined) ->
         llm_config=False,
     )
     user.initiate_chat(manager, message=CODE)
+    return manager.checkpoint_manager
+
+
+def test_continuation_runs_code_in_its_own_work_directory(confined: Confined) -> None:
+    parent_work = confined.root / "parent_work"
+    cm = _code_chat(confined, str(parent_work), max_round=3)
     assert (parent_work / "ran.txt").exists()  # the original ran in its directory
     (parent_work / "ran.txt").unlink()
-    cm = manager.checkpoint_manager
     path = cm.checkpoint_path(cm.list_checkpoints()[1])
 
     # From the API: the continuation's own work/, an absolute path, whatever the file says.
@@ -306,25 +311,7 @@ def test_continuation_runs_code_in_its_own_work_directory(confined: Confined) ->
 
 def test_a_relative_session_path_never_redirects_code_into_the_cwd(confined: Confined) -> None:
     """A work_dir saved as a relative path (as older sessions did) is not resolved against the cwd."""
-    executor = ConversableAgent(
-        "executor",
-        llm_config=False,
-        human_input_mode="NEVER",
-        code_execution_config={"work_dir": "logs/session_x/work", "use_docker": False},
-        default_auto_reply="executor: no code",
-    )
-    user = plain_agent("user", "user: thanks")
-    groupchat = GroupChat(
-        agents=[user, executor], messages=[], max_round=1, speaker_selection_method="round_robin"
-    )
-    manager = CheckpointingGroupChatManager(
-        checkpoint_manager=CheckpointManager(confined.root / "session"),
-        groupchat=groupchat,
-        name="chat_manager",
-        llm_config=False,
-    )
-    user.initiate_chat(manager, message=CODE)  # max_round=1: the executor never runs in the original
-    cm = manager.checkpoint_manager
+    cm = _code_chat(confined, "logs/session_x/work", max_round=1)  # the executor never runs here
     result = CheckpointRestorer(allow_code_execution=True).continue_from(
         cm.checkpoint_path(cm.list_checkpoints()[1]), max_rounds=1
     )
