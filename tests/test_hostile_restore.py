@@ -265,7 +265,7 @@ CODE = "```python\nopen('ran.txt', 'w').write('here')\nprint('wrote ran.txt')\n`
 
 
 def _code_chat(confined: Confined, work_dir: str, max_round: int) -> CheckpointManager:
-    """A user sends ``CODE`` to an executor running code in ``work_dir`` (round robin); the session's manager."""
+    """A user sends ``CODE`` to an executor working in ``work_dir`` (round robin); returns the session."""
     executor = ConversableAgent(
         "executor",
         llm_config=False,
