@@ -27,17 +27,15 @@ and left unchanged.
 One writer per session: the first save takes the session's *lease* (a ``cs_writers`` row naming the
 process). Another writer gets ``SessionLockedError`` while the holder lives; a lease left by a process that
 died on this host is taken over; ``close()`` releases it. Every save checks, in its own write transaction,
-that it still holds the lease (the save's trigger inserts nothing unless the lease row names this writer's
-token), and the unique row key (``(session, seq)`` in one integer) makes a second writer's insert fail
-rather than interleave, so two writers can never corrupt a session's log.
+that it still holds the lease (the lease row names this writer's token), and the unique row key
+(``(session, seq)`` in one integer) makes a second writer's insert fail rather than interleave, so two
+writers can never corrupt a session's log.
 
-A checkpoint is one statement: an insert into ``cs_save``, a view of the connection's own (``TEMP``, never in
-the file; made at its first save, so readers never pay for it) whose trigger checks the lease and the step
-number, then inserts the row. A single statement is its own transaction, so nothing is written unless all of
-it is; it spares a ``BEGIN IMMEDIATE`` and a ``COMMIT`` round trip per checkpoint (measured: 0.05-0.1 ms less
-added time per message). The first save of a writer, which takes the lease and reads the log, runs the same
-insert inside ``BEGIN IMMEDIATE`` ... ``COMMIT``. Loading a checkpoint reads its record and then the chunks
-of rows ``0..seq`` in order (a range of the table's own key: no sort), in one read transaction.
+A checkpoint is one write transaction of plain statements: ``BEGIN IMMEDIATE``, check the lease, check
+that the step number is above the previous row's, insert the row, ``COMMIT``. The checkpoint is encoded
+before the transaction begins (the first save of a writer, which takes the lease and reads the log, encodes
+it inside). Loading a checkpoint reads its record and then the chunks of rows ``0..seq`` in order (a range
+of the table's own key: no sort), in one read transaction.
 """
 
 from __future__ import annotations
@@ -222,28 +220,12 @@ _BUSY_TIMEOUT_S = 30.0
 _PAGE_SIZE = 4096
 #: the integer key of a session id, inside a statement
 _KEY = "(SELECT id FROM cs_sessions WHERE session_id = ?)"
-#: the error message of a save whose writer no longer holds the session's lease
-_LEASE_LOST = "checkpoint_system: this writer no longer holds the session lease"
-#: the error message of a save whose step number is not above the one of the row before it
-_STEP_TAKEN = "checkpoint_system: step_number not above the latest of the session"
-#: one checkpoint's row, inserted only while the writer's token still holds the session's lease and when
-#: its step number is above the previous row's: a view and trigger of the connection (TEMP: nothing in the
-#: file, no schema version)
-_SAVE_VIEW = (
-    """CREATE TEMP VIEW IF NOT EXISTS cs_save AS SELECT NULL AS session_id, NULL AS token, NULL AS key,
-    NULL AS session, NULL AS seq, NULL AS step_number, NULL AS checkpoint_id, NULL AS context, NULL AS record,
-    NULL AS chunk""",
-    f"""CREATE TEMP TRIGGER IF NOT EXISTS cs_save_insert INSTEAD OF INSERT ON cs_save BEGIN
-    SELECT RAISE(ABORT, '{_LEASE_LOST}') WHERE NOT EXISTS (
-        SELECT 1 FROM cs_writers WHERE session_id = NEW.session_id AND token = NEW.token);
-    SELECT RAISE(ABORT, '{_STEP_TAKEN}') WHERE NEW.step_number <= (
-        SELECT step_number FROM cs_checkpoints WHERE key = NEW.key - 1);
-    INSERT INTO cs_checkpoints (key, session, seq, step_number, checkpoint_id, context, record, chunk)
-    VALUES (NEW.key, NEW.session, NEW.seq, NEW.step_number, NEW.checkpoint_id, NEW.context, NEW.record,
-            NEW.chunk);
-END""",
-)
-_SAVE = "INSERT INTO cs_save VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: whether a writer's token still holds the session's lease (checked inside every save's transaction)
+_LEASE_HELD = "SELECT 1 FROM cs_writers WHERE session_id = ? AND token = ?"
+#: the step number of the row before a new one (the session's latest: steps increase with the log)
+_PREVIOUS_STEP = "SELECT step_number FROM cs_checkpoints WHERE key = ?"
+_INSERT = """INSERT INTO cs_checkpoints
+    (key, session, seq, step_number, checkpoint_id, context, record, chunk) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
 _LOAD_RECORD = f"SELECT seq, record, session FROM cs_checkpoints WHERE checkpoint_id = ? AND session = {_KEY}"
 #: the bytes of chunks 0..seq in order (a range of the table's own key: no sort, no second index)
 _LOAD_CHUNKS = "SELECT chunk FROM cs_checkpoints WHERE key BETWEEN ? AND ? ORDER BY key"
@@ -353,7 +335,6 @@ class SqliteStore:
         self._pid = os.getpid()
         self._synchronous: Durability = "crash"
         self._wal = WalCheckpointer(self.path)
-        self._saves_on: sqlite3.Connection | None = None  # the connection that has the cs_save view
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -473,7 +454,7 @@ class SqliteStore:
             self._wal.close()  # first: the last connection to close folds the WAL in and removes it
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
-            self._conn = self._saves_on = None
+            self._conn = None
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -574,14 +555,6 @@ class SqliteStore:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise
-
-    def _ready_to_save(self, conn: sqlite3.Connection) -> None:
-        """Give the connection its ``cs_save`` view and trigger at its first save (readers need neither)."""
-        if self._saves_on is not conn:
-            conn.execute("PRAGMA temp_store=MEMORY")  # a TEMP view: no temporary file
-            for statement in _SAVE_VIEW:
-                conn.execute(statement)
-            self._saves_on = conn
 
     def _set_durability(self, conn: sqlite3.Connection, durability: Durability) -> None:
         """``synchronous=FULL`` for ``"fsync"``, ``NORMAL`` for ``"crash"`` (outside a transaction)."""
@@ -704,29 +677,45 @@ class SqliteSessionStore:
         return data.checkpoint_id
 
     def _write(self, data: CheckpointData, where: str, trusted: bool) -> tuple[ChunkedLog, PreparedSave]:
-        """One save: the lease-checked insert of its row (chunk and record).
+        """One save: in one write transaction, check the lease and the step number, then insert the row.
 
-        While this writer holds the lease and knows the log, the insert alone is the transaction; the first
-        save takes the lease and reads the log in the same transaction as its insert.
+        While this writer holds the lease and knows the log, the checkpoint is encoded before the
+        transaction begins; the first save takes the lease and reads the log inside it.
         """
+        log = self._log if self._token is not None else None
         try:
-            conn = self.store.connection()
-            self.store._ready_to_save(conn)
-            log = self._log
-            if self._token is not None and log is not None:
-                self.store._set_durability(conn, self.durability)
-                prepared = log.prepare(data, trusted_prefix=trusted)
-                self._insert(conn, data, prepared)
-                return log, prepared
+            prepared = log.prepare(data, trusted_prefix=trusted) if log is not None else None
             with self.store._transaction(where, self.durability) as conn:
                 if self._token is None:
                     self._acquire(conn)
-                log = self._open_log(conn)
-                prepared = log.prepare(data, trusted_prefix=trusted)
-                self._insert(conn, data, prepared)
+                elif conn.execute(_LEASE_HELD, (self._session_id, self._token)).fetchone() is None:
+                    raise self._lost_lease()
+                if log is None or prepared is None:
+                    log = self._open_log(conn)
+                    prepared = log.prepare(data, trusted_prefix=trusted)
+                assert self._key is not None
+                key = self._key * KEY_SPAN + prepared.seq
+                previous = conn.execute(_PREVIOUS_STEP, (key - 1,)).fetchone()
+                if previous is not None and not data.step_number > previous[0]:
+                    raise CheckpointSaveError(
+                        "a checkpoint with this step number already exists in the session, or a later one "
+                        f"does (step {previous[0]}): step numbers increase within a session",
+                        path=where,
+                    )
+                conn.execute(
+                    _INSERT,
+                    (
+                        key,
+                        self._key,
+                        prepared.seq,
+                        data.step_number,
+                        data.checkpoint_id,
+                        data.context,
+                        prepared.record_bytes,
+                        prepared.chunk,
+                    ),
+                )
         except sqlite3.IntegrityError as exc:
-            if _LEASE_LOST in str(exc):
-                raise self._lost_lease() from None
             self._log = None  # re-read the log before the next save: another writer may have added to it
             raise CheckpointSaveError(_integrity_problem(exc), path=where) from exc
         except sqlite3.Error as exc:
@@ -737,24 +726,6 @@ class SqliteSessionStore:
         except (TypeError, ValueError, OverflowError) as exc:
             raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
         return log, prepared
-
-    def _insert(self, conn: sqlite3.Connection, data: CheckpointData, prepared: PreparedSave) -> None:
-        assert self._key is not None
-        conn.execute(
-            _SAVE,
-            (
-                self._session_id,
-                self._token,
-                self._key * KEY_SPAN + prepared.seq,
-                self._key,
-                prepared.seq,
-                data.step_number,
-                data.checkpoint_id,
-                data.context,
-                prepared.record_bytes,
-                prepared.chunk,
-            ),
-        )
 
     def write_document(self, name: str, value: Any) -> None:
         """(Re)write a session document in one transaction."""
@@ -873,11 +844,6 @@ def _log_prefix(chunks: list[bytes], seqs: list[int] | None, last_seq: int, *, w
 
 def _integrity_problem(exc: Exception) -> str:
     text = str(exc)
-    if _STEP_TAKEN in text:
-        return (
-            "a checkpoint with this step number already exists in the session, or a later one does: step "
-            "numbers increase within a session"
-        )
     if "checkpoint_id" in text:
         return f"a checkpoint with this id already exists; refusing to overwrite ({text})"
     return f"another writer added to this session's log; nothing was written ({text})"
