@@ -4,8 +4,8 @@ SQLite: a save is one insert whose trigger checks the writer lease (a lost lease
 ``SessionLockedError``) and the step number (above the session's latest), then inserts one row holding the
 record and the log chunk (a refused save leaves nothing behind), a failed first save does not leave the
 writer believing it holds the lease that was rolled back with it, opening an up-to-date file takes no write
-lock, several stores opening a new file at once all get it in WAL mode, a background thread folds the WAL
-into the database, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was).
+lock, several stores opening a new file at once all get it in WAL mode, SQLite's own checkpoint keeps the
+WAL bounded, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was).
 PostgreSQL: the checkpoint insert runs through libpq directly, so its failures (a lost connection, a value
 the server rejects) must still come back as ``CheckpointSaveError`` and leave the session usable.
 """
@@ -194,36 +194,29 @@ def test_sqlite_new_file_opened_by_several_stores_at_once(tmp_path: Path) -> Non
         assert _rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
-def test_sqlite_wal_is_folded_in_by_a_background_thread(tmp_path: Path) -> None:
-    """Every ``every`` commits a thread copies the WAL into the database; closing removes the WAL."""
+def test_sqlite_wal_is_bounded_by_sqlites_own_checkpoint(tmp_path: Path) -> None:
+    """No thread of ours: SQLite's automatic checkpoint (1,000 pages) folds the WAL into the database file
+    and the writer restarts it, so the WAL never grows with the session; closing the store removes it."""
     path = tmp_path / "wal.db"
     store = SqliteStore(path)
-    store._wal.every = 5
     session = store.open_session("wal")
     chat = SyntheticChat("wal")
-    saved = fill(session, 4, chat=chat)
-    assert store._wal.checkpoints == 0
-    pages_before = path.stat().st_size // 4096  # the database file itself: nothing copied yet
-    saved |= fill(session, 1, start=4, chat=chat)  # the 5th commit wakes the thread
-    store._wal.wait()
-    assert store._wal.checkpoints == 1
-    assert path.stat().st_size // 4096 > pages_before  # the committed pages reached the database file
-    assert store.connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 1000  # safety net
-    saved |= fill(session, 7, start=5, chat=chat)
+    wal = Path(f"{path}-wal")
+    largest = 0
+    for step in range(500):  # about 4.4 pages per commit: 2,200 pages without a checkpoint
+        chat.say(step)
+        chat.messages[-1]["content"] += "x" * 4000  # (the histories hold the same message)
+        session.save(chat.checkpoint(step), trusted_prefix=True)
+        largest = max(largest, wal.stat().st_size)
+    assert threading.active_count() == 1  # only the test's own thread
+    assert largest < 1100 * 4096  # one autocheckpoint's worth of 4 KiB pages (plus a commit), not 500 saves
+    assert path.stat().st_size > 1500 * 1024  # the checkpoints reached the database file
     reader = SqliteStore(path).open_session("wal")
-    for checkpoint_id, data in saved.items():
-        same(reader.load(checkpoint_id), data)
+    same(reader.load(session.list_checkpoints()[-1]), chat.checkpoint(499))
     reader.store.close()
     session.close()
     store.close()
-    assert not store._wal._thread and not Path(f"{path}-wal").exists()
-    done = store._wal.checkpoints
-    again = store.open_session("wal")  # a closed store reconnects, and its thread starts again
-    fill(again, 5, start=12, chat=chat)
-    store._wal.wait()
-    assert store._wal.checkpoints == done + 1 and store._wal._thread is not None
-    again.close()
-    store.close()
+    assert not wal.exists()
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------------

@@ -76,7 +76,6 @@ from .records import (
     encode_document,
     reference,
 )
-from .wal_checkpointer import SAFETY_NET_PAGES, WalCheckpointer
 
 #: the error of a migration to schema 3 refused because the file's chunks and checkpoints do not pair up
 _UNPAIRED = (
@@ -334,7 +333,6 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._pid = os.getpid()
         self._synchronous: Durability = "crash"
-        self._wal = WalCheckpointer(self.path)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -363,8 +361,7 @@ class SqliteStore:
             return self._conn
         with self._lock:
             if self._conn is not None and self._pid != os.getpid():
-                self._conn = None  # a forked child must not use its parent's connection (nor thread)
-                self._wal = WalCheckpointer(self.path)
+                self._conn = None  # a forked child must not use its parent's connection
             if self._conn is None:
                 try:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -382,9 +379,6 @@ class SqliteStore:
                     conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # only takes effect in a new file
                     _enable_wal(conn)
                     conn.execute("PRAGMA synchronous=NORMAL")
-                    # the WAL is folded into the file by a background thread (``wal_checkpointer``); the
-                    # connection's own checkpoint, inside a commit, is only the safety net
-                    conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
                     self._migrate(conn)
                 except sqlite3.Error as exc:
                     conn.close()
@@ -451,7 +445,6 @@ class SqliteStore:
     def close(self) -> None:
         """Close the connection (sessions opened from this store reconnect on their next use)."""
         with self._lock:
-            self._wal.close()  # first: the last connection to close folds the WAL in and removes it
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
@@ -673,7 +666,6 @@ class SqliteSessionStore:
                     self._token = None
                 raise
             log.adopt(prepared)
-            self.store._wal.committed()
         return data.checkpoint_id
 
     def _write(self, data: CheckpointData, where: str, trusted: bool) -> tuple[ChunkedLog, PreparedSave]:
