@@ -1,11 +1,11 @@
 """Behaviour of the database stores' fast paths that the shared conformance suite does not reach.
 
-SQLite: a save is one insert whose trigger checks the writer lease (a lost lease writes nothing and raises
+SQLite: a save is one transaction that checks the writer lease (a lost lease writes nothing and raises
 ``SessionLockedError``) and the step number (above the session's latest), then inserts one row holding the
 record and the log chunk (a refused save leaves nothing behind), a failed first save does not leave the
 writer believing it holds the lease that was rolled back with it, opening an up-to-date file takes no write
 lock, several stores opening a new file at once all get it in WAL mode, SQLite's own checkpoint keeps the
-WAL bounded, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was).
+WAL bounded, and a file of a draft schema (1 or 2) is refused and left as it was.
 PostgreSQL: the checkpoint insert runs through libpq directly, so its failures (a lost connection, a value
 the server rejects) must still come back as ``CheckpointSaveError`` and leave the session usable.
 """
@@ -13,21 +13,18 @@ the server rejects) must still come back as ``CheckpointSaveError`` and leave th
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from test_conformance import SyntheticChat, fill, same
-from test_file_store import Chat
 
-from checkpoint_system.errors import CheckpointError, CheckpointSaveError, SessionLockedError
-from checkpoint_system.storage import SqliteStore
-from checkpoint_system.storage.sqlite import SCHEMA_VERSION, SqliteSessionStore
+from checkpoint_system.errors import CheckpointSaveError, SessionLockedError, UnsupportedFormatError
+from checkpoint_system.storage import SqliteStore, load_reference, open_store
+from checkpoint_system.storage.sqlite import SqliteSessionStore
 
 # -- SQLite -------------------------------------------------------------------------------------------------
 
@@ -173,25 +170,25 @@ def test_sqlite_new_file_opened_by_several_stores_at_once(tmp_path: Path) -> Non
         start = threading.Barrier(8)
         errors: list[BaseException] = []
 
-        def open_store(
+        def open_it(
             path: Path = path, start: threading.Barrier = start, errors: list[BaseException] = errors
         ) -> None:
             store = SqliteStore(path)
             start.wait()
             try:
                 assert store.list_sessions() == []
+                assert store.writer().execute("PRAGMA journal_mode").fetchone() == ("wal",)
             except BaseException as exc:  # reported below
                 errors.append(exc)
             finally:
                 store.close()
 
-        threads = [threading.Thread(target=open_store) for _ in range(8)]
+        threads = [threading.Thread(target=open_it) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(60)
         assert errors == [], f"round {attempt}: {errors[0]!r}"
-        assert _rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_sqlite_wal_is_bounded_by_sqlites_own_checkpoint(tmp_path: Path) -> None:
@@ -273,104 +270,29 @@ def test_postgres_rejected_value_is_a_save_error_and_the_session_stays_usable(
     store.close()
 
 
-# -- schema migration: a database written by schema version 1 ----------------------------------------------
-
-SCHEMA1_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema1"
+# -- one schema ---------------------------------------------------------------------------------------------
 
 
-def _open_migrated(fixture: Path, version: int, tmp_path: Path) -> tuple[Path, SqliteStore, dict[str, Any]]:
-    """A copy of ``fixture`` (a database of schema ``version``) opened with the current code.
-
-    Checks that it was migrated to the latest schema and that every checkpoint loads as ``expected.json``.
-    """
-    path = tmp_path / "checkpoints.db"
-    shutil.copy(fixture / "checkpoints.db", path)
-    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == version
-    expected: dict[str, Any] = orjson.loads((fixture / "expected.json").read_bytes())
-    store = SqliteStore(path)
-    assert store.schema_version() == SCHEMA_VERSION == 3
-    assert store.list_sessions() == ["session_a", "session_b"]
-    for reference, dumped in expected.items():
-        session_id, checkpoint_id = reference.split("/")
-        assert store.open_session(session_id).load(checkpoint_id).model_dump(mode="json") == dumped
-    return path, store, expected
-
-
-def _grow_session_a(path: Path, session: SqliteSessionStore) -> Chat:
-    """Save step 6 of the fixtures' chat into the migrated ``session_a`` (steps 0-5) and check the result."""
-    chat = Chat()
-    for step in range(7):
-        chat.say(step)
-    session.save(chat.checkpoint(6), trusted_prefix=True)  # the migrated log grows
-    grown = SqliteStore(path).open_session("session_a").load(session.list_checkpoints()[-1])
-    assert len(grown.messages) == 7
-    assert grown.messages[:6] == session.load(session.list_checkpoints()[-2]).messages
-    return chat
-
-
-def test_a_schema_1_database_is_migrated_and_goes_on(tmp_path: Path) -> None:
-    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint)."""
-    path, store, expected = _open_migrated(SCHEMA1_FIXTURE, 1, tmp_path)
-    session = store.open_session("session_a")
-    assert session.list_checkpoints() == sorted(
-        (r.split("/")[1] for r in expected if r.startswith("session_a/")), key=lambda c: int(c.split("_")[1])
-    )
-    assert session.next_step_number() == 6
-    assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
-    chat = _grow_session_a(path, session)
-    with pytest.raises(CheckpointSaveError, match="step number already exists"):
-        session.save(chat.checkpoint(6).model_copy(update={"checkpoint_id": "another_id"}))
-    session.close()
-    store.delete_session("session_b")
-    assert store.list_sessions() == ["session_a"]
-    assert _stored_rows(path) == 7  # session_a's 6 + 1 checkpoints are left
-    store.close()
-
-
-# -- schema migration: a database written by schema version 2 ----------------------------------------------
-
-SCHEMA2_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema2"
-
-
-def test_a_schema_2_database_is_migrated_to_one_row_per_checkpoint(tmp_path: Path) -> None:
-    path, store, expected = _open_migrated(SCHEMA2_FIXTURE, 2, tmp_path)
-    tables = {name for (name,) in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "cs_log_chunks" not in tables and _stored_rows(path) == len(expected) == 9
-    with pytest.raises(CheckpointError, match="2 sessions hold"):  # both sessions made the same ids
-        store.find_checkpoint(list(expected)[-1].split("/")[1])
-    session = store.open_session("session_a")
-    assert session.list_checkpoints() == [r.split("/")[1] for r in expected if r.startswith("session_a/")]
-    assert session.next_step_number() == 6
-    assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
-    chat = _grow_session_a(path, session)
-    with pytest.raises(CheckpointSaveError, match="already exists"):
-        session.save(chat.checkpoint(5).model_copy(update={"checkpoint_id": "another_id"}))
+@pytest.mark.parametrize("draft", [1, 2])
+def test_a_database_of_a_draft_schema_is_refused_and_left_unchanged(tmp_path: Path, draft: int) -> None:
+    """Schemas 1 and 2 were drafts of the unreleased library: a file recording one is neither read nor
+    rebuilt, by readers or writers, and stays as it was."""
+    path = tmp_path / "draft.db"
+    store, session, _, saved = _saved_session(path, "old", 2)
     session.close()
     store.close()
-
-
-_SESSION_A = "(SELECT id FROM cs_sessions WHERE session_id = 'session_a')"
-
-
-@pytest.mark.parametrize(
-    "damage",
-    [
-        f"DELETE FROM cs_log_chunks WHERE session = {_SESSION_A} AND seq = 2",  # a checkpoint without chunk
-        f"DELETE FROM cs_checkpoints WHERE session = {_SESSION_A} AND seq = 2",  # a chunk without checkpoint
-        # steps that do not increase with the log: step 1 becomes 40 (its key follows, as the table checks)
-        f"UPDATE cs_checkpoints SET step_number = 40, key = key + 39 "
-        f"WHERE session = {_SESSION_A} AND seq = 1",
-    ],
-    ids=["chunk missing", "checkpoint missing", "steps out of order"],
-)
-def test_a_damaged_schema_2_database_is_refused_and_left_unchanged(tmp_path: Path, damage: str) -> None:
-    path = tmp_path / "checkpoints.db"
-    shutil.copy(SCHEMA2_FIXTURE / "checkpoints.db", path)
-    _rows(path, damage)
-    tables = "SELECT name FROM sqlite_master ORDER BY name"
-    before = (_rows(path, tables), _rows(path, "SELECT * FROM cs_checkpoints ORDER BY key"))
-    with pytest.raises(CheckpointError, match="schema 3 needs one log chunk per checkpoint") as info:
-        SqliteStore(path).list_sessions()
-    assert str(path) in str(info.value)
-    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 2
-    assert (_rows(path, tables), _rows(path, "SELECT * FROM cs_checkpoints ORDER BY key")) == before
+    _rows(path, "UPDATE cs_schema_version SET version = ?", (draft,))  # as such a file recorded it
+    before = path.read_bytes()
+    url = f"sqlite:///{path}"
+    for call in (
+        lambda: open_store(url, create=False).list_sessions(),
+        lambda: open_store(url).list_sessions(),
+        lambda: load_reference(f"{url}#old/{next(iter(saved))}").load(),
+        lambda: SqliteStore(path).open_session("new").save(SyntheticChat("new").checkpoint(0)),
+    ):
+        with pytest.raises(
+            UnsupportedFormatError, match=f"schema version {draft} is an unreleased draft"
+        ) as info:
+            call()
+        assert str(path) in str(info.value)
+    assert path.read_bytes() == before
