@@ -137,8 +137,6 @@ _SAVE_TYPES = (20, 23, 17, 25, 20, 25, 17)  # bigint, integer, bytea, text, bigi
 _SAVE_FORMATS = (1,) * len(_SAVE_TYPES)
 #: SQLSTATE unique_violation
 _UNIQUE_VIOLATION = b"23505"
-#: SQLSTATE invalid_catalog_name: the database does not exist
-_INVALID_CATALOG_NAME = "3D000"
 _WRITE_DOCUMENT = """
 WITH created AS (
     INSERT INTO cs_sessions (session_id) VALUES (%(session)s) ON CONFLICT (session_id) DO NOTHING RETURNING id
@@ -251,8 +249,6 @@ class PostgresStore:
                 application_name=_application_name(role),
             )
         except pg.Error as exc:
-            if not self.create and getattr(exc, "sqlstate", None) == _INVALID_CATALOG_NAME:
-                raise CheckpointNotFoundError(f"no checkpoint store here: {exc}", path=self._url) from exc
             raise CheckpointError(f"cannot connect to the PostgreSQL store: {exc}", path=self._url) from exc
         if not self._schema_checked:
             try:
