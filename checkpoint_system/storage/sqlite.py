@@ -234,13 +234,16 @@ _SQLITE_PERM, _SQLITE_READONLY, _SQLITE_CORRUPT, _SQLITE_CANTOPEN, _SQLITE_AUTH,
     23,
     26,
 )
+#: what reading or opening a damaged file can raise: ``sqlite3``'s errors, an ``OverflowError`` from a
+#: hostile row's key, and a ``UnicodeDecodeError`` from an error message quoting damaged schema text
+_SQLITE_FAILURES = (sqlite3.Error, OverflowError, UnicodeDecodeError)
 #: the extended code of a read-only connection that finds a hot journal it may not roll back
 _SQLITE_READONLY_ROLLBACK = 776
 
 
 def _database_error(exc: Exception, problem: str, where: str, path: Path) -> CheckpointError:
-    """The ``CheckpointError`` for a ``sqlite3`` error (or an ``OverflowError`` from a hostile row's key) met
-    while reading or opening the database file ``path``; the message names ``where`` and SQLite's reason.
+    """The ``CheckpointError`` for one of ``_SQLITE_FAILURES`` met while reading or opening the database
+    file ``path``; the message names ``where`` and SQLite's reason.
 
     A file that is not a database, or a damaged one, is a ``CorruptCheckpointError``; refused access (a
     read-only or foreign file or directory) a ``CheckpointAccessError``; a directory where the file should
@@ -249,7 +252,7 @@ def _database_error(exc: Exception, problem: str, where: str, path: Path) -> Che
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     message = f"{problem}: {exc}"
-    if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or isinstance(exc, OverflowError):
+    if primary in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or isinstance(exc, (OverflowError, UnicodeDecodeError)):
         return CorruptCheckpointError(message, path=where)
     if primary == _SQLITE_CANTOPEN and os.path.isdir(path):
         return CheckpointNotFoundError(f"{problem}: {path} is a directory, not a database file", path=where)
@@ -379,7 +382,7 @@ class SqliteStore:
                 self.writer()  # creates the schema
                 found, version = _schema_of(conn)
             check_schema_version(version, SCHEMA_VERSION, where=self._url)
-        except sqlite3.Error as exc:
+        except _SQLITE_FAILURES as exc:
             conn.close()
             raise _database_error(exc, "cannot open the SQLite store", self._url, self.path) from exc
         except BaseException:
@@ -409,7 +412,7 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             if not found:
                 self._create_schema(conn)
-        except sqlite3.Error as exc:
+        except _SQLITE_FAILURES as exc:
             conn.close()
             raise _database_error(exc, "cannot open the SQLite store", self._url, self.path) from exc
         except BaseException:
@@ -449,7 +452,7 @@ class SqliteStore:
         with self._lock:
             try:
                 yield self.reader()
-            except (sqlite3.Error, OverflowError) as exc:
+            except _SQLITE_FAILURES as exc:
                 raise _database_error(exc, "cannot read the SQLite store", where, self.path) from exc
 
     @contextlib.contextmanager
@@ -482,7 +485,7 @@ class SqliteStore:
             try:
                 with self._transaction(where) as conn:
                     yield conn
-            except (sqlite3.Error, OverflowError) as exc:
+            except _SQLITE_FAILURES as exc:
                 raise CheckpointSaveError(f"cannot write to the SQLite store: {exc}", path=where) from exc
 
     def close(self) -> None:
@@ -733,7 +736,7 @@ class SqliteSessionStore(DatabaseSession):
                         "INSERT OR REPLACE INTO cs_documents VALUES (?, ?, ?, ?)",
                         (self._created_key(conn), name, payload, _now()),
                     )
-            except sqlite3.Error as exc:
+            except _SQLITE_FAILURES as exc:
                 raise CheckpointSaveError(f"could not write document: {exc}", path=where) from exc
 
     def close(self) -> None:
