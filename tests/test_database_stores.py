@@ -13,6 +13,7 @@ the server rejects) must still come back as ``CheckpointSaveError`` and leave th
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -22,7 +23,12 @@ import pytest
 from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from test_conformance import SyntheticChat, fill, same
 
-from checkpoint_system.errors import CheckpointSaveError, SessionLockedError, UnsupportedFormatError
+from checkpoint_system.errors import (
+    CheckpointSaveError,
+    CorruptCheckpointError,
+    SessionLockedError,
+    UnsupportedFormatError,
+)
 from checkpoint_system.storage import SqliteStore, load_reference, open_store
 from checkpoint_system.storage.sqlite import SqliteSessionStore
 
@@ -214,6 +220,60 @@ def test_sqlite_wal_is_bounded_by_sqlites_own_checkpoint(tmp_path: Path) -> None
     session.close()
     store.close()
     assert not wal.exists()
+
+
+# -- both databases -----------------------------------------------------------------------------------------
+
+
+def _database(url: str, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+    """Rows of one statement run on the database behind a SQLite or PostgreSQL store URL."""
+    if url.startswith("sqlite:///"):
+        return _rows(Path(url[len("sqlite:///") :]), sql, params)
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_row_whose_record_does_not_verify_is_not_listed(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A listing checks every row's record: a changed one, or one that belongs to another row, is left out
+    with a warning naming the checkpoint, and loading it is a ``CorruptCheckpointError``."""
+    url = (
+        f"sqlite:///{tmp_path / 'rows.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    store = open_store(url)
+    session = store.open_session("rows")
+    saved = fill(session, 4)
+    session.close()
+    ids = list(saved)
+    row = "WHERE checkpoint_id = ? AND session = (SELECT id FROM cs_sessions LIMIT 1)"
+    changed = bytearray(_database(url, f"SELECT record FROM cs_checkpoints {row}", (ids[1],))[0][0])
+    changed[changed.index(b"2024-06-01") + 3] = ord("5")  # a byte of the record (its timestamp) changed
+    _database(url, f"UPDATE cs_checkpoints SET record = ? {row}", (bytes(changed), ids[1]))
+    (other,) = _database(url, f"SELECT record FROM cs_checkpoints {row}", (ids[3],))[0]  # another row's
+    _database(url, f"UPDATE cs_checkpoints SET record = ? {row}", (other, ids[2]))
+    reader = open_store(url, create=False).open_session("rows")
+    with pytest.warns(RuntimeWarning) as caught:
+        assert reader.list_checkpoints() == [ids[0], ids[3]]
+    messages = sorted(str(warning.message) for warning in caught)
+    assert len(messages) == 2
+    assert messages[0].startswith(f"{store.url}#rows/{ids[1]}: not listed") and "integrity" in messages[0]
+    assert (
+        messages[1].startswith(f"{store.url}#rows/{ids[2]}: not listed") and "does not belong" in messages[1]
+    )
+    for damaged in ids[1:3]:
+        with pytest.raises(CorruptCheckpointError, match=re.escape(f"{store.url}#rows/{damaged}")):
+            reader.load(damaged)
+    for intact in (ids[0], ids[3]):
+        same(reader.load(intact), saved[intact])
+    reader.store.close()  # type: ignore[attr-defined]
+    store.close()  # type: ignore[attr-defined]
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------------

@@ -3,18 +3,22 @@
 ``PostgresStore.from_url("postgresql://user@host:5432/db")`` (also ``postgres://``; a unix socket with
 ``?host=/path/to/socket/dir``). Install with ``pip install 'checkpoint-system[postgres]'``.
 
-Same tables as the SQLite store (``cs_sessions``, ``cs_log_chunks``, ``cs_checkpoints``, ``cs_documents``,
-``cs_schema_version``), created and migrated by the library: a store checks the schema version when it
-connects and applies missing migrations in one transaction under a transaction-level advisory lock, so
-processes that start together do not race; a database made by a newer library is refused.
+Tables: ``cs_sessions``, ``cs_log_chunks``, ``cs_checkpoints``, ``cs_documents`` and ``cs_schema_version``
+(one schema, version 1; see ``SCHEMA``). A store opened with ``create=True`` (writers) creates the schema on
+its first connection if the database has none, in one transaction under a transaction-level advisory lock so
+that processes starting together do not race; ``create=False`` (readers) never creates it nor takes that
+lock, and a database without the schema is ``CheckpointNotFoundError``. A database of another schema version
+is refused (``UnsupportedFormatError``).
 
 One writer per session: the first save takes a session-level advisory lock (``pg_try_advisory_lock`` on a
 64-bit hash of the session id) on the session's own writer connection. The server releases it when that
 connection ends, whether by ``close()`` or because the process died, so a crashed writer never leaves a
 stale lock. A second writer gets ``SessionLockedError`` naming the holder's connection. The unique keys
 ``(session, seq)`` and ``(session, step_number)`` make an insert fail rather than interleave even if a
-lock were lost, so two writers cannot corrupt a session. Readers need no lock and see committed checkpoints
-of every session.
+lock were lost, so two writers cannot corrupt a session. Readers take no lock and see committed checkpoints
+of every session. A listing checks each row's record (integrity hash, id, log chunk, step number) and
+leaves out, with a ``RuntimeWarning``, a row that does not verify; a load checks the record and the size
+and sha256 of its log prefix.
 
 Per checkpoint the writer sends one statement (log chunk and record inserted together by a data-modifying
 CTE, in autocommit: one round trip, atomic), prepared once per writer connection and run through libpq
