@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import CheckpointError, CorruptCheckpointError, SessionLockedError, UnsupportedFormatError
 from .protocol import Durability
-from .records import ChunkedLog, check_session_id, chunk_seq, open_record, reference
+from .records import ChunkedLog, check_session_id, chunk_seq, open_record, reading, reference
 
 
 def check_schema_version(found: Any, supported: int, *, where: str) -> None:
@@ -48,15 +48,14 @@ def row_problem(checkpoint_id: Any, seq: Any, step_number: Any, raw: Any, *, whe
         return f"its checkpoint id is not text ({type(checkpoint_id).__name__})"
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         return f"its record is not bytes but {type(raw).__name__}"
+    if type(seq) is not int or seq < 0:
+        return f"invalid log chunk number {str(seq)[:40]!r}"
     try:
-        record = open_record(bytes(raw), where=where)
-        if type(seq) is not int or seq < 0:
-            return f"invalid log chunk number {str(seq)[:40]!r}"
-        chunk_seq(record, seq, checkpoint_id, where=where)
+        with reading(where):  # whatever a hostile record makes Python raise: a CheckpointError
+            record = open_record(bytes(raw), where=where)
+            chunk_seq(record, seq, checkpoint_id, where=where)
     except CheckpointError as exc:
         return exc.reason
-    except RecursionError:  # a record nested beyond what the JSON parser follows
-        return "its record is nested too deeply"
     if record.get("step_number") != step_number or type(step_number) is not int:
         return f"its step number {str(step_number)[:40]} is not the record's"
     return None
@@ -139,5 +138,7 @@ class DatabaseSession:
         where = self.locate(str(checkpoint_id))
         problem = problem or row_problem(checkpoint_id, seq, step_number, raw, where=where)
         if problem is not None:
-            raise CorruptCheckpointError(f"the session's newest checkpoint is damaged: {problem}", path=where)
+            raise CorruptCheckpointError(
+                f"the session's newest checkpoint does not verify: {problem}", path=where
+            )
         return int(step_number) + 1
