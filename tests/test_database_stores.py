@@ -344,15 +344,16 @@ def test_a_database_of_a_draft_schema_is_refused_and_left_unchanged(tmp_path: Pa
     _rows(path, "UPDATE cs_schema_version SET version = ?", (draft,))  # as such a file recorded it
     before = path.read_bytes()
     url = f"sqlite:///{path}"
+    refused = f"schema version {draft} is an unreleased draft"
     for call in (
         lambda: open_store(url, create=False).list_sessions(),
         lambda: open_store(url).list_sessions(),
         lambda: load_reference(f"{url}#old/{next(iter(saved))}").load(),
-        lambda: SqliteStore(path).open_session("new").save(SyntheticChat("new").checkpoint(0)),
     ):
-        with pytest.raises(
-            UnsupportedFormatError, match=f"schema version {draft} is an unreleased draft"
-        ) as info:
+        with pytest.raises(UnsupportedFormatError, match=refused) as info:
             call()
         assert str(path) in str(info.value)
+    with pytest.raises(CheckpointSaveError, match=refused) as failed:  # a save fails as a save does
+        SqliteStore(path).open_session("new").save(SyntheticChat("new").checkpoint(0))
+    assert str(path) in str(failed.value) and isinstance(failed.value.__cause__, UnsupportedFormatError)
     assert path.read_bytes() == before

@@ -13,7 +13,13 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from ..errors import CheckpointError, CorruptCheckpointError, SessionLockedError, UnsupportedFormatError
+from ..errors import (
+    CheckpointError,
+    CheckpointSaveError,
+    CorruptCheckpointError,
+    SessionLockedError,
+    UnsupportedFormatError,
+)
 from .protocol import Durability
 from .records import ChunkedLog, check_session_id, chunk_seq, open_record, reading, reference
 
@@ -104,6 +110,16 @@ class DatabaseSession:
             f"session {self._session_id!r} is being written by {holder}; one writer per session{hint}",
             path=self._where,
         )
+
+    @staticmethod
+    def _save_error(exc: CheckpointError, where: str) -> CheckpointSaveError:
+        """A failure of a save as the ``CheckpointSaveError`` the protocol promises (same message; a
+        ``CheckpointSaveError`` itself, e.g. ``SessionLockedError``, stays as it is)."""
+        if isinstance(exc, CheckpointSaveError):
+            return exc
+        error = CheckpointSaveError(exc.reason, path=exc.path or where)
+        error.__cause__ = exc
+        return error
 
     def _rebuild_log(self, rows: Iterable[tuple[int, bytes]], latest: bytes | None) -> ChunkedLog:
         """The writer's log state from the session's chunks (in order) and its newest record."""

@@ -492,7 +492,10 @@ class PostgresSessionStore(DatabaseSession):
         if data.step_number < 0:
             raise CheckpointSaveError(f"step_number must be >= 0, got {data.step_number}", path=where)
         with self._mutex:
-            conn, log = self._open_writer()
+            try:
+                conn, log = self._open_writer()
+            except CheckpointError as exc:  # e.g. the server cannot be reached, or the log is damaged
+                raise self._save_error(exc, where)  # noqa: B904 (its cause is set)
             try:
                 prepared = log.prepare(data, trusted_prefix=trusted_prefix)
             except (TypeError, ValueError, OverflowError) as exc:

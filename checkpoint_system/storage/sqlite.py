@@ -716,8 +716,8 @@ class SqliteSessionStore(DatabaseSession):
         except sqlite3.Error as exc:
             self._log = None
             raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
-        except CheckpointError:
-            raise
+        except CheckpointError as exc:  # e.g. the store cannot be opened, or its log is damaged
+            raise self._save_error(exc, where)  # noqa: B904 (its cause is set)
         except (TypeError, ValueError, OverflowError) as exc:
             raise CheckpointSaveError(f"could not write checkpoint: {exc}", path=where) from exc
         return log, prepared
@@ -738,6 +738,8 @@ class SqliteSessionStore(DatabaseSession):
                     )
             except _SQLITE_FAILURES as exc:
                 raise CheckpointSaveError(f"could not write document: {exc}", path=where) from exc
+            except CheckpointError as exc:
+                raise self._save_error(exc, where)  # noqa: B904 (its cause is set)
 
     def close(self) -> None:
         """Release the writer lease (a later save takes it again)."""
