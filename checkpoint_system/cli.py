@@ -141,7 +141,7 @@ def run_continue(args: argparse.Namespace, *, model_clients: dict[str, type] | N
 def _list(args: argparse.Namespace) -> int:
     if is_store_url(args.session):
         url, _, session_id = args.session.partition("#")
-        store = open_store(url)
+        store = open_store(url, create=False)  # a reader: a missing store is not created
         if not session_id:
             for name in store.list_sessions():
                 print(f"{url}#{name}")

@@ -1,12 +1,11 @@
 """Behaviour of the database stores' fast paths that the shared conformance suite does not reach.
 
-SQLite: a save is one insert whose trigger checks the writer lease (a lost lease writes nothing and raises
+SQLite: a save is one transaction that checks the writer lease (a lost lease writes nothing and raises
 ``SessionLockedError``) and the step number (above the session's latest), then inserts one row holding the
 record and the log chunk (a refused save leaves nothing behind), a failed first save does not leave the
 writer believing it holds the lease that was rolled back with it, opening an up-to-date file takes no write
-lock, several stores opening a new file at once all get it in WAL mode, a background thread folds the WAL
-into the database, and files of schema 1 and 2 are migrated (a damaged one is refused and left as it was;
-their checkpoints are in draft log formats and refused).
+lock, several stores opening a new file at once all get it in WAL mode, SQLite's own checkpoint keeps the
+WAL bounded, and a file of a draft schema (1 or 2) is refused and left as it was.
 PostgreSQL: the checkpoint insert runs through libpq directly, so its failures (a lost connection, a value
 the server rejects) must still come back as ``CheckpointSaveError`` and leave the session usable.
 """
@@ -14,27 +13,24 @@ the server rejects) must still come back as ``CheckpointSaveError`` and leave th
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from pg_fixture import postgres_server, postgres_url  # noqa: F401  (fixtures)
 from test_conformance import SyntheticChat, fill, same
-from test_file_store import Chat
 
 from checkpoint_system.errors import (
-    CheckpointError,
     CheckpointSaveError,
     CorruptCheckpointError,
     SessionLockedError,
     UnsupportedFormatError,
 )
-from checkpoint_system.storage import SqliteStore
-from checkpoint_system.storage.sqlite import SCHEMA_VERSION, SqliteSessionStore
+from checkpoint_system.storage import SqliteStore, load_reference, open_store
+from checkpoint_system.storage.sqlite import SqliteSessionStore
 
 # -- SQLite -------------------------------------------------------------------------------------------------
 
@@ -180,57 +176,104 @@ def test_sqlite_new_file_opened_by_several_stores_at_once(tmp_path: Path) -> Non
         start = threading.Barrier(8)
         errors: list[BaseException] = []
 
-        def open_store(
+        def open_it(
             path: Path = path, start: threading.Barrier = start, errors: list[BaseException] = errors
         ) -> None:
             store = SqliteStore(path)
             start.wait()
             try:
                 assert store.list_sessions() == []
+                assert store.writer().execute("PRAGMA journal_mode").fetchone() == ("wal",)
             except BaseException as exc:  # reported below
                 errors.append(exc)
             finally:
                 store.close()
 
-        threads = [threading.Thread(target=open_store) for _ in range(8)]
+        threads = [threading.Thread(target=open_it) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(60)
         assert errors == [], f"round {attempt}: {errors[0]!r}"
-        assert _rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
-def test_sqlite_wal_is_folded_in_by_a_background_thread(tmp_path: Path) -> None:
-    """Every ``every`` commits a thread copies the WAL into the database; closing removes the WAL."""
+def test_sqlite_wal_is_bounded_by_sqlites_own_checkpoint(tmp_path: Path) -> None:
+    """No thread of ours: SQLite's automatic checkpoint (1,000 pages) folds the WAL into the database file
+    and the writer restarts it, so the WAL never grows with the session; closing the store removes it."""
     path = tmp_path / "wal.db"
     store = SqliteStore(path)
-    store._wal.every = 5
     session = store.open_session("wal")
     chat = SyntheticChat("wal")
-    saved = fill(session, 4, chat=chat)
-    assert store._wal.checkpoints == 0
-    pages_before = path.stat().st_size // 4096  # the database file itself: nothing copied yet
-    saved |= fill(session, 1, start=4, chat=chat)  # the 5th commit wakes the thread
-    store._wal.wait()
-    assert store._wal.checkpoints == 1
-    assert path.stat().st_size // 4096 > pages_before  # the committed pages reached the database file
-    assert store.connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] > 1000  # safety net
-    saved |= fill(session, 7, start=5, chat=chat)
+    wal = Path(f"{path}-wal")
+    largest = 0
+    for step in range(500):  # about 4.4 pages per commit: 2,200 pages without a checkpoint
+        chat.say(step)
+        chat.messages[-1]["content"] += "x" * 4000  # (the histories hold the same message)
+        session.save(chat.checkpoint(step), trusted_prefix=True)
+        largest = max(largest, wal.stat().st_size)
+    assert threading.active_count() == 1  # only the test's own thread
+    assert largest < 1100 * 4096  # one autocheckpoint's worth of 4 KiB pages (plus a commit), not 500 saves
+    assert path.stat().st_size > 1500 * 1024  # the checkpoints reached the database file
     reader = SqliteStore(path).open_session("wal")
-    for checkpoint_id, data in saved.items():
-        same(reader.load(checkpoint_id), data)
+    same(reader.load(session.list_checkpoints()[-1]), chat.checkpoint(499))
     reader.store.close()
     session.close()
     store.close()
-    assert not store._wal._thread and not Path(f"{path}-wal").exists()
-    done = store._wal.checkpoints
-    again = store.open_session("wal")  # a closed store reconnects, and its thread starts again
-    fill(again, 5, start=12, chat=chat)
-    store._wal.wait()
-    assert store._wal.checkpoints == done + 1 and store._wal._thread is not None
-    again.close()
-    store.close()
+    assert not wal.exists()
+
+
+# -- both databases -----------------------------------------------------------------------------------------
+
+
+def _database(url: str, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+    """Rows of one statement run on the database behind a SQLite or PostgreSQL store URL."""
+    if url.startswith("sqlite:///"):
+        return _rows(Path(url[len("sqlite:///") :]), sql, params)
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql.replace("?", "%s"), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_row_whose_record_does_not_verify_is_not_listed(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A listing checks every row's record: a changed one, or one that belongs to another row, is left out
+    with a warning naming the checkpoint, and loading it is a ``CorruptCheckpointError``."""
+    url = (
+        f"sqlite:///{tmp_path / 'rows.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    store = open_store(url)
+    session = store.open_session("rows")
+    saved = fill(session, 4)
+    session.close()
+    ids = list(saved)
+    row = "WHERE checkpoint_id = ? AND session = (SELECT id FROM cs_sessions LIMIT 1)"
+    changed = bytearray(_database(url, f"SELECT record FROM cs_checkpoints {row}", (ids[1],))[0][0])
+    changed[changed.index(b"2024-06-01") + 3] = ord("5")  # a byte of the record (its timestamp) changed
+    _database(url, f"UPDATE cs_checkpoints SET record = ? {row}", (bytes(changed), ids[1]))
+    (other,) = _database(url, f"SELECT record FROM cs_checkpoints {row}", (ids[3],))[0]  # another row's
+    _database(url, f"UPDATE cs_checkpoints SET record = ? {row}", (other, ids[2]))
+    reader = open_store(url, create=False).open_session("rows")
+    with pytest.warns(RuntimeWarning) as caught:
+        assert reader.list_checkpoints() == [ids[0], ids[3]]
+    messages = sorted(str(warning.message) for warning in caught)
+    assert len(messages) == 2
+    assert messages[0].startswith(f"{store.url}#rows/{ids[1]}: not listed") and "integrity" in messages[0]
+    assert (
+        messages[1].startswith(f"{store.url}#rows/{ids[2]}: not listed") and "does not belong" in messages[1]
+    )
+    for damaged in ids[1:3]:
+        with pytest.raises(CorruptCheckpointError, match=re.escape(f"{store.url}#rows/{damaged}")):
+            reader.load(damaged)
+    for intact in (ids[0], ids[3]):
+        same(reader.load(intact), saved[intact])
+    reader.store.close()  # type: ignore[attr-defined]
+    store.close()  # type: ignore[attr-defined]
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------------
@@ -287,103 +330,30 @@ def test_postgres_rejected_value_is_a_save_error_and_the_session_stays_usable(
     store.close()
 
 
-# -- schema migration: a database written by schema version 1 ----------------------------------------------
-
-SCHEMA1_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema1"
+# -- one schema ---------------------------------------------------------------------------------------------
 
 
-def _open_migrated(fixture: Path, version: int, tmp_path: Path) -> tuple[Path, SqliteStore, dict[str, Any]]:
-    """A copy of ``fixture`` (a database of schema ``version``) opened with the current code.
-
-    Checks that it was migrated to the latest schema and still lists its sessions and documents. Its
-    checkpoints (listed in ``expected.json``) are in draft log formats: ``_refused`` checks them.
-    """
-    path = tmp_path / "checkpoints.db"
-    shutil.copy(fixture / "checkpoints.db", path)
-    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == version
-    expected: dict[str, Any] = orjson.loads((fixture / "expected.json").read_bytes())
-    store = SqliteStore(path)
-    assert store.schema_version() == SCHEMA_VERSION == 3
-    assert store.list_sessions() == ["session_a", "session_b"]
-    session = store.open_session("session_a")
-    assert session.list_checkpoints() == sorted(
-        (r.split("/")[1] for r in expected if r.startswith("session_a/")), key=lambda c: int(c.split("_")[1])
-    )
-    assert session.next_step_number() == 6
-    assert session.read_document("session_metadata.json") == {"status": "completed", "session": "session_a"}
+@pytest.mark.parametrize("draft", [1, 2])
+def test_a_database_of_a_draft_schema_is_refused_and_left_unchanged(tmp_path: Path, draft: int) -> None:
+    """Schemas 1 and 2 were drafts of the unreleased library: a file recording one is neither read nor
+    rebuilt, by readers or writers, and stays as it was."""
+    path = tmp_path / "draft.db"
+    store, session, _, saved = _saved_session(path, "old", 2)
     session.close()
-    return path, store, expected
-
-
-def _refused(store: SqliteStore, expected: dict[str, Any], errors: tuple[type[CheckpointError], ...]) -> None:
-    """Every checkpoint of the migrated file is refused, and a writer does not extend its session."""
-    for reference in expected:
-        session_id, checkpoint_id = reference.split("/")
-        with pytest.raises(errors):
-            store.open_session(session_id).load(checkpoint_id)
-    session = store.open_session("session_a")
-    chat = Chat()
-    for step in range(7):
-        chat.say(step)
-    with pytest.raises(errors):
-        session.save(chat.checkpoint(6), trusted_prefix=True)
-    session.close()
-
-
-def test_a_schema_1_database_is_migrated_and_its_draft_checkpoints_refused(tmp_path: Path) -> None:
-    """A version-1 file is rebuilt on open, through schema 2 to the latest (one row per checkpoint).
-
-    Its checkpoints are in log format 5, an unreleased draft: they are refused, and not extended.
-    """
-    path, store, expected = _open_migrated(SCHEMA1_FIXTURE, 1, tmp_path)
-    with pytest.raises(UnsupportedFormatError, match="format version 5 was an unreleased draft"):
-        store.open_session("session_a").load(next(iter(expected)).split("/")[1])
-    _refused(store, expected, (UnsupportedFormatError,))
-    store.delete_session("session_b")
-    assert store.list_sessions() == ["session_a"]
-    assert _stored_rows(path) == 6  # session_a's checkpoints are left
     store.close()
-
-
-# -- schema migration: a database written by schema version 2 ----------------------------------------------
-
-SCHEMA2_FIXTURE = Path(__file__).parent / "fixtures" / "sqlite_schema2"
-
-
-def test_a_schema_2_database_is_migrated_to_one_row_per_checkpoint(tmp_path: Path) -> None:
-    path, store, expected = _open_migrated(SCHEMA2_FIXTURE, 2, tmp_path)
-    tables = {name for (name,) in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "cs_log_chunks" not in tables and _stored_rows(path) == len(expected) == 9
-    with pytest.raises(CheckpointError, match="2 sessions hold"):  # both sessions made the same ids
-        store.find_checkpoint(list(expected)[-1].split("/")[1])
-    # Its checkpoints are format 6 with the draft's one-letter log keys: corrupt to this reader while
-    # FORMAT_VERSION is 6, a refused draft version once it is higher.
-    _refused(store, expected, (CorruptCheckpointError, UnsupportedFormatError))
-    store.close()
-
-
-_SESSION_A = "(SELECT id FROM cs_sessions WHERE session_id = 'session_a')"
-
-
-@pytest.mark.parametrize(
-    "damage",
-    [
-        f"DELETE FROM cs_log_chunks WHERE session = {_SESSION_A} AND seq = 2",  # a checkpoint without chunk
-        f"DELETE FROM cs_checkpoints WHERE session = {_SESSION_A} AND seq = 2",  # a chunk without checkpoint
-        # steps that do not increase with the log: step 1 becomes 40 (its key follows, as the table checks)
-        f"UPDATE cs_checkpoints SET step_number = 40, key = key + 39 "
-        f"WHERE session = {_SESSION_A} AND seq = 1",
-    ],
-    ids=["chunk missing", "checkpoint missing", "steps out of order"],
-)
-def test_a_damaged_schema_2_database_is_refused_and_left_unchanged(tmp_path: Path, damage: str) -> None:
-    path = tmp_path / "checkpoints.db"
-    shutil.copy(SCHEMA2_FIXTURE / "checkpoints.db", path)
-    _rows(path, damage)
-    tables = "SELECT name FROM sqlite_master ORDER BY name"
-    before = (_rows(path, tables), _rows(path, "SELECT * FROM cs_checkpoints ORDER BY key"))
-    with pytest.raises(CheckpointError, match="schema 3 needs one log chunk per checkpoint") as info:
-        SqliteStore(path).list_sessions()
-    assert str(path) in str(info.value)
-    assert _rows(path, "SELECT max(version) FROM cs_schema_version")[0][0] == 2
-    assert (_rows(path, tables), _rows(path, "SELECT * FROM cs_checkpoints ORDER BY key")) == before
+    _rows(path, "UPDATE cs_schema_version SET version = ?", (draft,))  # as such a file recorded it
+    before = path.read_bytes()
+    url = f"sqlite:///{path}"
+    refused = f"schema version {draft} is an unreleased draft"
+    for call in (
+        lambda: open_store(url, create=False).list_sessions(),
+        lambda: open_store(url).list_sessions(),
+        lambda: load_reference(f"{url}#old/{next(iter(saved))}").load(),
+    ):
+        with pytest.raises(UnsupportedFormatError, match=refused) as info:
+            call()
+        assert str(path) in str(info.value)
+    with pytest.raises(CheckpointSaveError, match=refused) as failed:  # a save fails as a save does
+        SqliteStore(path).open_session("new").save(SyntheticChat("new").checkpoint(0))
+    assert str(path) in str(failed.value) and isinstance(failed.value.__cause__, UnsupportedFormatError)
+    assert path.read_bytes() == before

@@ -19,7 +19,7 @@ import pytest
 from test_file_store import Chat, fill, rewrite, same
 
 from checkpoint_system import CheckpointManager, read_checkpoint_file
-from checkpoint_system.errors import CheckpointError, UnsupportedFormatError
+from checkpoint_system.errors import CheckpointError, CheckpointSaveError, UnsupportedFormatError
 from checkpoint_system.model import FORMAT_VERSION
 from checkpoint_system.storage import SqliteStore
 from checkpoint_system.storage.delta import dumps_sorted
@@ -108,7 +108,9 @@ def test_a_database_holding_an_earlier_log_format_is_refused(tmp_path: Path) -> 
     _refused(info.value, version, where)
     same(reader.load(first), saved[first])
     chat.say(3)
-    with pytest.raises(UnsupportedFormatError, match="unreleased draft"):  # a writer does not extend it
+    # A writer does not extend it: a save error (what on_save_error governs) caused by the draft format.
+    with pytest.raises(CheckpointSaveError, match="unreleased draft") as refused:
         reader.save(chat.checkpoint(3), trusted_prefix=True)
+    assert isinstance(refused.value.__cause__, UnsupportedFormatError)
     reader.close()
     reopened.close()

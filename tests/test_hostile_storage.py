@@ -641,9 +641,10 @@ def test_a_session_another_user_shares_read_only(
         assert all(denied in failure["error"] for failure in cm.failed_saves)
         with pytest.warns(RuntimeWarning, match="session documents not written"):
             cm.close()
-        # a SQLite file (WAL mode) in a directory the user may not write: SQLite cannot even open it to read
-        expect(CheckpointAccessError, lambda: open_store(url).list_sessions(), url, "readonly database")
-        expect(CheckpointAccessError, CheckpointManager(url, session_id="chat").list_checkpoints, url)
+        # a closed SQLite store is one plain file (no WAL): a user who may not write it, nor its directory,
+        # reads it; writing is refused
+        assert open_store(url, create=False).list_sessions() == ["chat"]
+        assert len(CheckpointManager(url, session_id="chat").list_checkpoints()) == len(transcript) + 2
         scenario = all_scenarios()["round_robin"]()
         cm = CheckpointManager(url, session_id="other")
         manager = scenario.make_manager(CheckpointingGroupChatManager, checkpoint_manager=cm)

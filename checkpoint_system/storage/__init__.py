@@ -70,20 +70,28 @@ def check_store_url(url: str) -> str:
     return scheme + url[match.end(1) :]
 
 
-def open_store(url: str | Path) -> CheckpointStore:
-    """The store a URL (or a plain directory path) names; ``UnsupportedStoreError`` for an unknown scheme."""
+def open_store(url: str | Path, *, create: bool = True) -> CheckpointStore:
+    """The store a URL (or a plain directory path) names; ``UnsupportedStoreError`` for an unknown scheme.
+
+    ``create=True`` (writers): a database store creates its file or schema on first use. ``create=False``
+    (readers: listing, loading, showing, exporting, continuing from a checkpoint): nothing is ever created,
+    and a store that does not exist is ``CheckpointNotFoundError``. Reading never writes either way.
+    """
     text = check_store_url(url) if isinstance(url, str) else str(url)
     if text.startswith("sqlite://"):
         from .sqlite import SqliteStore
 
-        return SqliteStore.from_url(text)
+        return SqliteStore.from_url(text, create=create)
     if text.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresStore
 
-        return PostgresStore.from_url(text)
+        return PostgresStore.from_url(text, create=create)
     if text.startswith("file://"):
         text = text[len("file://") :]
-    return FileStore(text)
+    store = FileStore(text)
+    if not create and not os.path.exists(store.root):  # (a file: ``file:///path/to/checkpoint.json``)
+        raise CheckpointNotFoundError("no store here: the directory does not exist", path=store.root)
+    return store
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ def load_reference(reference: str | Path, store: CheckpointStore | str | None = 
     text = str(reference)
     if store is None and is_store_url(reference):
         url, _, fragment = text.partition("#")
-        opened_store = open_store(url)  # an unknown scheme: UnsupportedStoreError
+        opened_store = open_store(url, create=False)  # an unknown scheme: UnsupportedStoreError
         if not fragment:
             if isinstance(opened_store, FileStore):  # file:///path/to/checkpoint.json
                 return load_reference(opened_store.root)
@@ -121,7 +129,7 @@ def load_reference(reference: str | Path, store: CheckpointStore | str | None = 
             )
         store, text = opened_store, fragment
     if store is not None:
-        opened = open_store(store) if isinstance(store, str) else store
+        opened = open_store(store, create=False) if isinstance(store, str) else store
         session_id, _, checkpoint_id = text.rpartition("/")
         if not session_id:
             session_id = opened.find_checkpoint(checkpoint_id)

@@ -3,18 +3,22 @@
 ``PostgresStore.from_url("postgresql://user@host:5432/db")`` (also ``postgres://``; a unix socket with
 ``?host=/path/to/socket/dir``). Install with ``pip install 'checkpoint-system[postgres]'``.
 
-Same tables as the SQLite store (``cs_sessions``, ``cs_log_chunks``, ``cs_checkpoints``, ``cs_documents``,
-``cs_schema_version``), created and migrated by the library: a store checks the schema version when it
-connects and applies missing migrations in one transaction under a transaction-level advisory lock, so
-processes that start together do not race; a database made by a newer library is refused.
+Tables: ``cs_sessions``, ``cs_log_chunks``, ``cs_checkpoints``, ``cs_documents`` and ``cs_schema_version``
+(one schema, version 1; see ``SCHEMA``). A store opened with ``create=True`` (writers) creates the schema on
+its first connection if the database has none, in one transaction under a transaction-level advisory lock so
+that processes starting together do not race; ``create=False`` (readers) never creates it nor takes that
+lock, and a database without the schema is ``CheckpointNotFoundError``. A database of another schema version
+is refused (``UnsupportedFormatError``).
 
 One writer per session: the first save takes a session-level advisory lock (``pg_try_advisory_lock`` on a
 64-bit hash of the session id) on the session's own writer connection. The server releases it when that
 connection ends, whether by ``close()`` or because the process died, so a crashed writer never leaves a
 stale lock. A second writer gets ``SessionLockedError`` naming the holder's connection. The unique keys
 ``(session, seq)`` and ``(session, step_number)`` make an insert fail rather than interleave even if a
-lock were lost, so two writers cannot corrupt a session. Readers need no lock and see committed checkpoints
-of every session.
+lock were lost, so two writers cannot corrupt a session. Readers take no lock and see committed checkpoints
+of every session. A listing checks each row's record (integrity hash, id, log chunk, step number) and
+leaves out, with a ``RuntimeWarning``, a row that does not verify; a load checks the record and the size
+and sha256 of its log prefix.
 
 Per checkpoint the writer sends one statement (log chunk and record inserted together by a data-modifying
 CTE, in autocommit: one round trip, atomic), prepared once per writer connection and run through libpq
@@ -48,18 +52,16 @@ from ..errors import (
     SessionLockedError,
 )
 from ..model import CheckpointData
-from .migrations import SchemaMigration, pending_migrations
+from .database import DatabaseSession, check_schema_version, delete_session_tree
 from .protocol import Durability
 from .records import (
     ChunkedLog,
     check_chunk_seqs,
     check_document_name,
-    check_session_id,
     decode_document,
     decode_stored,
     encode_document,
     reference,
-    refuse_dependents,
 )
 
 psycopg: Any
@@ -74,51 +76,46 @@ class MissingDependencyError(CheckpointError, ImportError):
     """An optional dependency of a backend is not installed."""
 
 
-SCHEMA: tuple[SchemaMigration, ...] = (
-    SchemaMigration(
-        1,
-        "sessions, log chunks, checkpoints, documents",
-        (
-            """CREATE TABLE cs_sessions (
-                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                session_id text NOT NULL UNIQUE,
-                created_at timestamptz NOT NULL DEFAULT now()
-            )""",
-            """CREATE TABLE cs_log_chunks (
-                session bigint NOT NULL,
-                seq integer NOT NULL CHECK (seq >= 0),
-                data bytea NOT NULL,
-                PRIMARY KEY (session, seq)
-            )""",
-            """CREATE TABLE cs_checkpoints (
-                session bigint NOT NULL,
-                checkpoint_id text NOT NULL,
-                step_number bigint NOT NULL CHECK (step_number >= 0),
-                seq integer NOT NULL,
-                context text NOT NULL,
-                record bytea NOT NULL,
-                PRIMARY KEY (session, checkpoint_id),
-                CONSTRAINT cs_checkpoints_step_unique UNIQUE (session, step_number)
-            )""",
-            "CREATE INDEX cs_checkpoints_by_id ON cs_checkpoints (checkpoint_id)",
-            """CREATE TABLE cs_documents (
-                session bigint NOT NULL,
-                name text NOT NULL,
-                value bytea NOT NULL,
-                updated_at timestamptz NOT NULL DEFAULT now(),
-                PRIMARY KEY (session, name)
-            )""",
-        ),
-    ),
+SCHEMA_VERSION = 1
+SCHEMA_DESCRIPTION = "sessions, log chunks, checkpoints, documents"
+#: the statements that create the schema in a database without one (one transaction, with its version row)
+SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE cs_schema_version (
+        version integer PRIMARY KEY,
+        description text NOT NULL,
+        applied_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE cs_sessions (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id text NOT NULL UNIQUE,
+        created_at timestamptz NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE cs_log_chunks (
+        session bigint NOT NULL,
+        seq integer NOT NULL CHECK (seq >= 0),
+        data bytea NOT NULL,
+        PRIMARY KEY (session, seq)
+    )""",
+    """CREATE TABLE cs_checkpoints (
+        session bigint NOT NULL,
+        checkpoint_id text NOT NULL,
+        step_number bigint NOT NULL CHECK (step_number >= 0),
+        seq integer NOT NULL,
+        context text NOT NULL,
+        record bytea NOT NULL,
+        PRIMARY KEY (session, checkpoint_id),
+        CONSTRAINT cs_checkpoints_step_unique UNIQUE (session, step_number)
+    )""",
+    "CREATE INDEX cs_checkpoints_by_id ON cs_checkpoints (checkpoint_id)",
+    """CREATE TABLE cs_documents (
+        session bigint NOT NULL,
+        name text NOT NULL,
+        value bytea NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (session, name)
+    )""",
 )
-SCHEMA_VERSION = SCHEMA[-1].version
-
-_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS cs_schema_version (
-    version integer PRIMARY KEY,
-    description text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)"""
-#: transaction-level advisory lock taken while creating or migrating the schema
+#: transaction-level advisory lock taken while creating the schema
 _MIGRATION_LOCK = int.from_bytes(hashlib.sha256(b"checkpoint_system schema").digest()[:8], "big", signed=True)
 
 #: the integer key of a session (``cs_sessions`` row created on first use); no row in a rare race with a
@@ -218,7 +215,7 @@ class PostgresStore:
     """Sessions in a PostgreSQL database. One connection per store object (shared by its threads) for
     listing and reading; each session that writes has its own connection, which holds its writer lock."""
 
-    def __init__(self, url: str, *, connect_timeout: int = 10) -> None:
+    def __init__(self, url: str, *, connect_timeout: int = 10, create: bool = True) -> None:
         _require_psycopg()
         if not url.startswith(("postgresql://", "postgres://")):
             raise CheckpointError(f"not a PostgreSQL store URL: {public_url(url)!r}")
@@ -229,11 +226,12 @@ class PostgresStore:
         self._conn: Any = None
         self._pid = os.getpid()
         self._schema_checked = False
+        self.create = create
 
     @classmethod
-    def from_url(cls, url: str) -> PostgresStore:
+    def from_url(cls, url: str, *, create: bool = True) -> PostgresStore:
         """``postgresql://[user[:password]@][host][:port]/database[?host=/socket/dir&...]``."""
-        return cls(url)
+        return cls(url, create=create)
 
     @property
     def url(self) -> str:
@@ -258,7 +256,7 @@ class PostgresStore:
             raise CheckpointError(f"cannot connect to the PostgreSQL store: {exc}", path=self._url) from exc
         if not self._schema_checked:
             try:
-                self._migrate(conn)
+                self._check_schema(conn)
             except BaseException:
                 conn.close()
                 raise
@@ -275,34 +273,43 @@ class PostgresStore:
                 self._pid = os.getpid()
             return self._conn
 
-    def _migrate(self, conn: Any) -> None:
+    def _check_schema(self, conn: Any) -> None:
+        """Check the schema version; create the schema in a database without one (``create=True``).
+
+        A store opened with ``create=False`` (a reader) never creates it nor takes the schema lock: a
+        database without the schema is ``CheckpointNotFoundError``.
+        """
         pg = _require_psycopg()
         try:
             try:  # one round trip for an up-to-date database (autocommit: a failure leaves no state)
-                current = conn.execute("SELECT coalesce(max(version), 0) FROM cs_schema_version").fetchone()[
-                    0
-                ]
+                found, version = (
+                    True,
+                    conn.execute("SELECT max(version) FROM cs_schema_version").fetchone()[0],
+                )
             except pg.errors.UndefinedTable:
-                current = 0
-            if not pending_migrations(current, SCHEMA, where=self._url):
-                return
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                conn.execute(_VERSION_TABLE)
-                current = conn.execute("SELECT coalesce(max(version), 0) FROM cs_schema_version").fetchone()[
-                    0
-                ]
-                for migration in pending_migrations(current, SCHEMA, where=self._url):
-                    for statement in migration.statements:
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO cs_schema_version (version, description) VALUES (%s, %s)",
-                        (migration.version, migration.description),
+                found, version = False, None
+            if not found:
+                if not self.create:
+                    raise CheckpointNotFoundError(
+                        "no checkpoint store here: the database has no checkpoint_system schema",
+                        path=self._url,
                     )
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                    exists = conn.execute("SELECT to_regclass('cs_schema_version') IS NOT NULL").fetchone()[0]
+                    if not exists:  # (another process may have created it meanwhile)
+                        for statement in SCHEMA:
+                            conn.execute(statement)
+                        conn.execute(
+                            "INSERT INTO cs_schema_version (version, description) VALUES (%s, %s)",
+                            (SCHEMA_VERSION, SCHEMA_DESCRIPTION),
+                        )
+                    version = conn.execute("SELECT max(version) FROM cs_schema_version").fetchone()[0]
         except pg.Error as exc:
             raise CheckpointError(
-                f"cannot create or migrate the checkpoint schema: {exc}", path=self._url
+                f"cannot create or check the checkpoint schema: {exc}", path=self._url
             ) from exc
+        check_schema_version(version, SCHEMA_VERSION, where=self._url)
 
     def schema_version(self) -> int:
         """The database's schema version."""
@@ -368,10 +375,9 @@ class PostgresStore:
         A session with continuations (``<id>/continuation_...``) is refused unless ``include_continuations``
         removes them too (deepest first).
         """
-        dependents = refuse_dependents(self.list_sessions(), session_id, include_continuations, self._url)
-        for dependent in sorted(dependents, key=lambda s: -s.count("/")):
-            self._delete_one(dependent)
-        self._delete_one(session_id)
+        delete_session_tree(
+            self.list_sessions(), session_id, include_continuations, self._url, self._delete_one
+        )
 
     def _delete_one(self, session_id: str) -> None:
         pg = _require_psycopg()
@@ -418,27 +424,14 @@ class PostgresStore:
         return str(rows[0][0])
 
 
-class PostgresSessionStore:
+class PostgresSessionStore(DatabaseSession):
     """One session of a ``PostgresStore``. The first save opens its writer connection and takes the lock."""
 
     def __init__(self, store: PostgresStore, session_id: str, *, durability: Durability = "crash") -> None:
-        if durability not in ("crash", "fsync"):
-            raise ValueError(f"durability must be 'crash' or 'fsync', not {durability!r}")
+        super().__init__(store.url, session_id, durability=durability)
         self.store = store
-        self._session_id = check_session_id(session_id, where=reference(store.url, str(session_id)))
-        self.durability = durability
-        self._where = reference(store.url, session_id)
         self._mutex = threading.RLock()
-        self._writer: Any = None
-        self._log: ChunkedLog | None = None
-        self._key: int | None = None  # cs_sessions.id, fixed while the writer holds the lock
-
-    @property
-    def session_id(self) -> str:
-        return self._session_id
-
-    def __repr__(self) -> str:
-        return f"PostgresSessionStore({self._where!r})"
+        self._writer: Any = None  # the writer connection: it holds the session's advisory lock
 
     # -- writing ----------------------------------------------------------------------------------------
     def _open_writer(self) -> tuple[Any, ChunkedLog]:
@@ -452,11 +445,7 @@ class PostgresSessionStore:
                 if not conn.execute(
                     "SELECT pg_try_advisory_lock(%s)", (session_lock_key(self._session_id),)
                 ).fetchone()[0]:
-                    raise SessionLockedError(
-                        f"session {self._session_id!r} is being written by "
-                        f"{self.store.lock_holder(conn, self._session_id)}; one writer per session",
-                        path=self._where,
-                    )
+                    raise self._held_by(self.store.lock_holder(conn, self._session_id))
                 if self.durability == "crash":
                     conn.execute("SET synchronous_commit = off")
                 prepared = conn.pgconn.prepare(_SAVE_NAME, _SAVE, _SAVE_TYPES)
@@ -484,7 +473,8 @@ class PostgresSessionStore:
             except pg.Error as exc:
                 self._drop_writer()
                 raise CheckpointSaveError(f"cannot read the session log: {exc}", path=self._where) from exc
-            self._log = ChunkedLog.rebuild(rows, latest[0] if latest else None, where=self._where)
+            self._rebuild_log(rows, latest[0] if latest else None)
+        assert self._log is not None
         return self._writer, self._log
 
     def _session_key(self, conn: Any) -> int:
@@ -495,7 +485,8 @@ class PostgresSessionStore:
         raise CheckpointSaveError("could not create the session row", path=self._where)  # pragma: no cover
 
     def _drop_writer(self, *, unlock: bool = False) -> None:
-        conn, self._writer, self._log = self._writer, None, None
+        conn, self._writer = self._writer, None
+        self._forget_writer()
         if conn is not None:
             with contextlib.suppress(Exception):
                 if unlock and not conn.closed:  # at once, not when the server notices the closed socket
@@ -510,7 +501,10 @@ class PostgresSessionStore:
         if data.step_number < 0:
             raise CheckpointSaveError(f"step_number must be >= 0, got {data.step_number}", path=where)
         with self._mutex:
-            conn, log = self._open_writer()
+            try:
+                conn, log = self._open_writer()
+            except CheckpointError as exc:  # e.g. the server cannot be reached, or the log is damaged
+                raise self._save_error(exc, where)  # noqa: B904 (its cause is set)
             try:
                 prepared = log.prepare(data, trusted_prefix=trusted_prefix)
             except (TypeError, ValueError, OverflowError) as exc:
@@ -579,13 +573,6 @@ class PostgresSessionStore:
                 raise CheckpointSaveError(exc.reason, path=where) from exc
         raise CheckpointSaveError("could not write document: the session row vanished", path=where)
 
-    def start_from(self, checkpoint_id: str) -> bool:
-        """Continuations in this store copy their parent's state at their first save (False)."""
-        return False
-
-    def flush(self) -> None:
-        """Nothing to wait for: a save returns once its transaction committed."""
-
     def close(self) -> None:
         """Close the writer connection, releasing the session lock (a later save takes it again)."""
         with self._mutex:
@@ -596,21 +583,22 @@ class PostgresSessionStore:
             self._drop_writer()
 
     # -- reading ----------------------------------------------------------------------------------------
-    def list_checkpoints(self) -> list[str]:
+    def _rows(self, newest: bool = False) -> list[tuple[Any, ...]]:
+        """The session's rows in step order, as ``DatabaseSession._listed`` takes them (the newest only)."""
         rows = self.store._query(
-            f"SELECT checkpoint_id FROM cs_checkpoints WHERE session = {_KEY} ORDER BY step_number",
+            f"""SELECT checkpoint_id, seq, step_number, record FROM cs_checkpoints WHERE session = {_KEY}
+            ORDER BY step_number{" DESC LIMIT 1" if newest else ""}""",
             (self._session_id,),
             self._where,
         )
-        return [row[0] for row in rows]
+        return [(*row, None) for row in rows]
+
+    def list_checkpoints(self) -> list[str]:
+        return self._listed(self._rows())
 
     def next_step_number(self) -> int:
-        rows = self.store._query(
-            f"SELECT coalesce(max(step_number) + 1, 0) FROM cs_checkpoints WHERE session = {_KEY}",
-            (self._session_id,),
-            self._where,
-        )
-        return int(rows[0][0])
+        rows = self._rows(newest=True)
+        return self._newest_step(rows[0] if rows else None)
 
     def load(self, checkpoint_id: str) -> CheckpointData:
         where = reference(self.store.url, self._session_id, str(checkpoint_id))
@@ -622,9 +610,6 @@ class PostgresSessionStore:
         rows.sort(key=itemgetter(0))
         _, raw, seq = rows[0]
         return decode_stored(raw, seq, str(checkpoint_id), lambda: _log_prefix(rows, seq, where), where=where)
-
-    def locate(self, checkpoint_id: str) -> str:
-        return reference(self.store.url, self._session_id, checkpoint_id)
 
     def read_document(self, name: str) -> Any:
         rows = self.store._query(

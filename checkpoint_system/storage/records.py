@@ -426,17 +426,3 @@ def decode_document(name: str, raw: bytes, *, where: str) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise CorruptCheckpointError(f"not valid JSON: {exc}", path=where) from exc
-
-
-def refuse_dependents(sessions: Iterable[str], session_id: str, include: bool, url: str) -> list[str]:
-    """The continuations of ``session_id`` among ``sessions``; a ``CheckpointError`` naming them unless
-    ``include`` (deleting a parent would leave them without the checkpoints they read)."""
-    dependents = [s for s in sessions if s.startswith(f"{session_id}/")]
-    if dependents and not include:
-        raise CheckpointError(
-            f"session {session_id!r} has {len(dependents)} continuation(s) that depend on it "
-            f"({', '.join(dependents[:3])}{', ...' if len(dependents) > 3 else ''}); pass "
-            "include_continuations=True to delete them too",
-            path=reference(url, session_id),
-        )
-    return dependents

@@ -38,11 +38,11 @@ class TransferReport:
     renamed: dict[str, str] = field(default_factory=dict)
 
 
-def _store(value: CheckpointStore | str | Path) -> CheckpointStore:
+def _store(value: CheckpointStore | str | Path, *, create: bool) -> CheckpointStore:
     if isinstance(value, (str, Path)):
         from . import open_store
 
-        return open_store(value)
+        return open_store(value, create=create)
     return value
 
 
@@ -68,7 +68,7 @@ def copy_session(
     overwrites a session). Continuations keep their place: ``<session>/continuation_...`` becomes
     ``<target session>/continuation_...``.
     """
-    src, dst = _store(source), _store(target)
+    src, dst = _store(source, create=False), _store(target, create=True)  # the source is only read
     new_root = target_session_id or session_id
     available = src.list_sessions()
     if session_id not in available:
