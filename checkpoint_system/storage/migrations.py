@@ -8,18 +8,13 @@ on the way in so that re-saving a migrated checkpoint never writes a secret). A 
 checkpoints are not migrated: the library reads one log format, and the earlier ones, unreleased drafts,
 are refused (``records.check_format_version``).
 
-The database backends version their schema the same way: ``SchemaMigration`` steps, numbered from 1, each
-applied once in a transaction and recorded in the database's ``cs_schema_version`` table
-(``pending_migrations`` says which are due, and refuses a database made by a newer library).
+The database backends each have one schema (``database.check_schema_version`` refuses any other).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UnsupportedFormatError
 from ..model import FORMAT_NAME
 
 _LAYOUT_KEYS = ("format", "layout", "log")
@@ -79,36 +74,3 @@ def migrate_inline(record: dict[str, Any]) -> dict[str, Any]:
     data.setdefault("step_number", 0)
     data.setdefault("context", "unknown")
     return data
-
-
-# -- database schemas -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SchemaMigration:
-    """One step of a database schema: the statements that bring version ``version - 1`` to ``version``."""
-
-    version: int
-    description: str
-    statements: tuple[str, ...]
-
-
-def pending_migrations(
-    current: int, migrations: Sequence[SchemaMigration], *, where: str
-) -> list[SchemaMigration]:
-    """The migrations to apply to a database at schema version ``current`` (0: no schema yet), in order.
-
-    Raises ``UnsupportedFormatError`` for a database created by a newer library (a schema version this one
-    does not know), so an old library never writes into a schema it does not understand.
-    """
-    versions = [m.version for m in migrations]
-    if versions != list(range(1, len(versions) + 1)):  # pragma: no cover - a programming error
-        raise ValueError(f"schema migrations must be numbered 1..n, got {versions}")
-    latest = versions[-1] if versions else 0
-    if current > latest:
-        raise UnsupportedFormatError(
-            f"database schema version {current} is newer than this library supports ({latest}); upgrade "
-            "checkpoint_system to use this store",
-            path=where,
-        )
-    return [m for m in migrations if m.version > current]
