@@ -781,7 +781,7 @@ def run_naive_sampled(bench: Bench, n_messages: int) -> dict[str, Any]:
         cumulative, total = [], 0.0
         for k in range(n_messages):
             total += _interp(samples, sizes, k)
-            if (k + 1) % args.size_every == 0 or k + 1 == n_messages:
+            if (k + 1) % size_every(args, n_messages) == 0 or k + 1 == n_messages:
                 cumulative.append((k + 1, int(total)))
         return {
             "sampled": True,

@@ -219,6 +219,13 @@ def test_a_small_real_run_times_loads_restores_and_a_continuation(name: str, tmp
     assert [k for k, _ in result["size_curve"]] == list(range(1, 25))  # every twentieth: every message here
 
 
+def test_the_sampled_naive_run_on_a_small_chat(tmp_path: Path) -> None:
+    args = bench.parse_args(["--quick", "--naive-samples", "3", "--loads", "1"])
+    result = bench.run_naive_sampled(bench.Bench(args, tmp_path, None), 40)
+    assert result["samples"] == 3 and len(result["added_per_message_ms"]) == 39
+    assert [k for k, _ in result["size_curve"]] == list(range(2, 41, 2))  # 20 samples of the chat
+
+
 def test_the_clock_is_put_back() -> None:
     original = bench.CheckpointManager.take_checkpoint
     with bench._saved_messages_clock() as saved:
