@@ -36,6 +36,8 @@ def write_plot(summary: dict[str, Any], path: Path, *, title: str, targets: dict
 
     n = summary["messages"]
     raw_per_message = summary["raw_text_bytes"] / n
+    smoothing = max(25, n // 100)  # 25 messages at 1,000, 100 at 10,000
+    every = 50  # the size curve's interval: read from the first curve that has two points
     fig, (ax_time, ax_bytes) = plt.subplots(1, 2, figsize=(15, 6.2))
     floor = 0.005
     for name, row in summary["rows"].items():
@@ -44,18 +46,19 @@ def write_plot(summary: dict[str, Any], path: Path, *, title: str, targets: dict
         color, style = _STYLE.get(name.rstrip("~"), ("gray", ":"))
         label = name + ("~ (sampled)" if row.get("sampled") else "")
         series = row["added_series_ms"]
-        smooth = [max(v, floor) for v in _rolling_mean(series, 25)]
+        smooth = [max(v, floor) for v in _rolling_mean(series, smoothing)]
         ax_time.plot(range(2, len(smooth) + 2), smooth, color=color, linestyle=style, label=label, lw=1.6)
         curve = row.get("size_curve") or []
         if curve:
             xs = [k for k, _ in curve]
+            every = xs[1] - xs[0] if len(xs) > 1 else every
             ys = [b / 1024 / 1024 for _, b in curve]
             ax_bytes.plot(xs, ys, color=color, linestyle=style, marker=".", label=label, lw=1.6)
     ax_time.axhline(targets["added_ms"], color="black", lw=0.8, linestyle=":")
     ax_time.text(n * 0.01, targets["added_ms"] * 1.08, f"target {targets['added_ms']} ms", fontsize=8)
     ax_time.set_yscale("log")
     ax_time.set_xlabel("message index (conversation length)")
-    ax_time.set_ylabel("added time per message, ms (vs its baseline; rolling mean of 25, log)")
+    ax_time.set_ylabel(f"added time per message, ms (vs its baseline; rolling mean of {smoothing}, log)")
     ax_time.set_title("cost of checkpointing one message")
     ax_time.grid(True, which="both", alpha=0.3)
     ax_time.legend(fontsize=8, loc="upper left")
@@ -74,7 +77,7 @@ def write_plot(summary: dict[str, Any], path: Path, *, title: str, targets: dict
     )
     ax_bytes.set_yscale("log")
     ax_bytes.set_xlabel("messages in the conversation")
-    ax_bytes.set_ylabel("bytes on disk, MiB (apparent size, log; sampled every 50 messages)")
+    ax_bytes.set_ylabel(f"bytes on disk, MiB (apparent size, log; sampled every {every} messages)")
     ax_bytes.set_title("session bytes on disk")
     ax_bytes.text(
         0.99,
