@@ -62,7 +62,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -319,26 +319,27 @@ class SqliteStore:
 
     def reader(self) -> sqlite3.Connection:
         """The store's read-only connection (opened on first use; the schema version checked)."""
-        conn = self._reader
-        if conn is not None and self._pid == os.getpid():
-            return conn
-        with self._lock:
-            self._forked()
-            if self._reader is None:
-                self._reader = self._open_reader()
-            return self._reader
+        return self._connection("_reader", self._open_reader)
 
     def writer(self) -> sqlite3.Connection:
         """The store's read-write connection (opened by the first write; creates the file and schema if
         the store was opened with ``create=True``)."""
-        conn = self._writer
+        return self._connection("_writer", self._open_writer)
+
+    def _connection(
+        self, attribute: str, open_connection: Callable[[], sqlite3.Connection]
+    ) -> sqlite3.Connection:
+        """This process's connection held in ``attribute``, opened by ``open_connection`` on first use."""
+        conn: sqlite3.Connection | None = getattr(self, attribute)
         if conn is not None and self._pid == os.getpid():
             return conn
         with self._lock:
             self._forked()
-            if self._writer is None:
-                self._writer = self._open_writer()
-            return self._writer
+            conn = getattr(self, attribute)
+            if conn is None:
+                conn = open_connection()
+                setattr(self, attribute, conn)
+            return conn
 
     def _exists(self) -> bool:
         """Whether the database file exists (a directory there is ``CheckpointNotFoundError``)."""
