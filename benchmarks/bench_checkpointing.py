@@ -947,6 +947,15 @@ def summarize(n_messages: int, runs: dict[str, list[dict[str, Any]]]) -> dict[st
     return {"messages": n_messages, "raw_text_bytes": raw, "rows": rows, "baselines": baselines}
 
 
+# When the control's rise exceeds this many times the absolute tolerance, the flatness verdict is within the
+# noise of the run (at 10,000 messages AG2's own 2-3 ms per message drifts with the VM's speed phases).
+NOISY_CONTROL_FACTOR = 2
+
+
+def noisy_control(control: dict[str, Any] | None) -> bool:
+    return control is not None and abs(control["growth_ms"]) > NOISY_CONTROL_FACTOR * FLAT_TOLERANCE_MS
+
+
 def verdicts(row: dict[str, Any], n_messages: int) -> dict[str, bool]:
     """PASS (True) / MISS (False) per target of issue 18 that the row measured."""
     verdict = {
@@ -1086,6 +1095,13 @@ def table_lines(summary: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"flatness, last - first tenth ({window} messages) net of the control's ({args.control_us:g} us "
             f"of CPU-only work per message, which cannot grow): " + ", ".join(nets)
         )
+        if noisy_control(control):
+            lines.append(
+                f"note: the control's own rise ({control['growth_ms']:+.3f} ms) is more than "
+                f"{NOISY_CONTROL_FACTOR}x the {FLAT_TOLERANCE_MS:g} ms tolerance: with these runs the "
+                "machine's drift moves a tenth's mean by more than the verdict can tell apart, so the flat "
+                "PASS/MISS says little here; the own time in the checkpoint call (above) is the steadier sign"
+            )
     extras = [f"{k} {rows[k]['cold_load_ms']:.1f}" for k in ROW_ORDER if "cold_load_ms" in rows.get(k, {})]
     if extras:
         lines.append(
@@ -1156,10 +1172,14 @@ def _row_line(name: str, rows: dict[str, Any], smaller: dict[str, Any] | None) -
         cross = f" ({smaller['rows'][name]['added_per_message_ms']['mean']:.3f} at {smaller['messages']})"
     control = ""
     if "net_growth_ms" in row:
+        noisy = " (noisy: see the note under the table)" if noisy_control(rows["control"]) else ""
         control = (
-            f" ({row['growth_ms']:+.3f}; control {rows['control']['growth_ms']:+.3f}, "
+            f" ({row['growth_ms']:+.3f}; control {rows['control']['growth_ms']:+.3f}{noisy}, "
             f"net {row['net_growth_ms']:+.3f})"
         )
+    hook = row.get("hook_ms")
+    if hook:
+        control += f", own call {hook['first']:.3f}|{hook['last']:.3f}"
     last = row["load_ms"].get("last")
     parts = [
         f"added {added:.3f} ms{cross}{mark('added')}",

@@ -201,6 +201,15 @@ def test_tables_and_verdicts_at_both_scales() -> None:
     assert "reported beside them, no verdict:\n  ours-pg" in text
 
 
+@pytest.mark.parametrize(("control_rise", "noisy"), [(0.08, False), (0.15, True), (-0.15, True)])
+def test_a_control_rising_beyond_the_noise_floor_is_pointed_out(control_rise: float, noisy: bool) -> None:
+    summary = bench.summarize(N, _runs(0.0, control_rise))
+    text = "\n".join(bench.table_lines(summary, bench.parse_args([])) + bench.verdict_lines([summary]))
+    assert ("note: the control's own rise" in text) is noisy
+    assert ("(noisy: see the note under the table)" in text) is noisy
+    assert "own call 0.250|0.250" in text
+
+
 def test_the_plot_title_counts_the_runs_of_each_row() -> None:
     settings = {"date": "2026-11-22", "load_average_start": 0.2, "message_bytes": 1024, "agents": 4}
     summary = bench.summarize(N, _runs(0.0, 0.0, repeats=3))
