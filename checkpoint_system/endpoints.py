@@ -235,12 +235,14 @@ def _endpoints_of(top: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str,
     return {**endpoint_fields(top), **endpoint_fields(entry)}
 
 
-def _default_endpoint(owner: str, where: str, entry: Mapping[str, Any], api_type: str | None) -> list[str]:
+def _default_endpoint(
+    owner: str, where: str, entry: Mapping[str, Any], api_type: str | None, why: str = "provider default"
+) -> list[str]:
     """The line for an entry that names no endpoint: its provider's public one (none for custom clients)."""
     if entry.get("model_client_cls") is not None:
         return []
     defaults = PROVIDER_ENDPOINTS.get(api_type.lower() if api_type else None)
-    return [f"{owner}: {where} -> {defaults[0]} (provider default)"] if defaults else []
+    return [f"{owner}: {where} -> {defaults[0]} ({why})"] if defaults else []
 
 
 def describe_endpoints(owner: str, llm_config: Any, source: str) -> list[str]:
@@ -258,5 +260,5 @@ def describe_endpoints(owner: str, llm_config: Any, source: str) -> list[str]:
         fields = _endpoints_of(top, entry)
         lines += [f"{owner}: {where}.{f} -> {url} ({source})" for f, url in fields.items()]
         if not fields:
-            lines += [f"{line[:-1]}, {source})" for line in _default_endpoint(owner, where, entry, api_type)]
+            lines += _default_endpoint(owner, where, entry, api_type, f"provider default, {source}")
     return lines

@@ -317,3 +317,30 @@ def test_a_relative_session_path_never_redirects_code_into_the_cwd(confined: Con
     )
     assert result.ok and result.directory is not None
     assert (result.directory / "work" / "ran.txt").exists()
+
+
+def test_endpoints_of_factory_agents_are_listed_never_refused(confined: Confined) -> None:
+    user, writer = plain_agent("user", "user: go on"), plain_agent("writer", "writer: done")
+    groupchat = GroupChat(
+        agents=[user, writer], messages=[], max_round=2, speaker_selection_method="round_robin"
+    )
+    manager = CheckpointingGroupChatManager(
+        checkpoint_manager=CheckpointManager(confined.root / "session"),
+        groupchat=groupchat,
+        name="chat_manager",
+        llm_config=False,
+    )
+    user.initiate_chat(manager, message="hello")
+    cm = manager.checkpoint_manager
+    own = {
+        "config_list": [{"model": "gpt-4o-mini", "api_key": USER_KEY, "base_url": "http://127.0.0.1:9/v1"}]
+    }
+
+    def factory() -> list[ConversableAgent]:
+        return [plain_agent("user", "user: go on"), ConversableAgent("writer", llm_config=own)]
+
+    restored = CheckpointRestorer(agent_factory=factory, on_mismatch="proceed").restore(
+        cm.checkpoint_path(cm.list_checkpoints()[1])
+    )
+    line = "agent 'writer': config_list[0] (model 'gpt-4o-mini').base_url -> http://127.0.0.1:9/v1"
+    assert restored.report.endpoints == [f"{line} (from your agent_factory)"]
