@@ -120,6 +120,23 @@ def _checkpoint_before_writer(cm: CheckpointManager) -> Path:
     return cm.checkpoint_path(cm.list_checkpoints()[1])
 
 
+def _run_chat(
+    confined: Confined, agents: list[ConversableAgent], message: str, max_round: int, **manager: Any
+) -> CheckpointManager:
+    """A round-robin chat of ``agents`` (the first one starts it) checkpointed into ``<root>/session``."""
+    groupchat = GroupChat(
+        agents=agents, messages=[], max_round=max_round, speaker_selection_method="round_robin"
+    )
+    chat_manager = CheckpointingGroupChatManager(
+        checkpoint_manager=CheckpointManager(confined.root / "session"),
+        groupchat=groupchat,
+        name="chat_manager",
+        **{"llm_config": False, **manager},
+    )
+    agents[0].initiate_chat(chat_manager, message=message)
+    return chat_manager.checkpoint_manager
+
+
 def test_untrusted_endpoint_never_gets_the_users_key(
     confined: Confined, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -220,16 +237,8 @@ def test_unknown_model_client_is_refused_by_name(confined: Confined) -> None:
     config = deterministic_llm_config("writer", model_client_cls="HomeMadeClient")
     writer = ConversableAgent("writer", llm_config=config, human_input_mode="NEVER")
     writer.register_model_client(HomeMadeClient)
-    user = plain_agent("user", "user: go on")
-    groupchat = GroupChat(agents=[user, writer], messages=[], max_round=1)
-    manager = CheckpointingGroupChatManager(
-        checkpoint_manager=CheckpointManager(confined.root / "session"),
-        groupchat=groupchat,
-        name="chat_manager",
-        llm_config=False,
-    )
-    user.initiate_chat(manager, message="hello")
-    path = manager.checkpoint_manager.checkpoint_path(manager.checkpoint_manager.list_checkpoints()[-1])
+    cm = _run_chat(confined, [plain_agent("user", "user: go on"), writer], "hello", max_round=1)
+    path = cm.checkpoint_path(cm.list_checkpoints()[-1])
     with pytest.raises(UnknownModelClientError, match=r"'writer'.*'HomeMadeClient'.*model_clients"):
         CheckpointRestorer().restore(path)
     restored = CheckpointRestorer(model_clients={"HomeMadeClient": HomeMadeClient}).restore(path)
@@ -241,20 +250,9 @@ def test_deeply_nested_message_is_saved_and_restored_without_recursion(confined:
     for _ in range(1000):
         deep = {"c": deep}
     talker = plain_agent("talker", {"content": [{"type": "text", "text": "nested", "extra": deep}]})
-    user = plain_agent("user", "user: ok")
-    groupchat = GroupChat(
-        agents=[user, talker], messages=[], max_round=4, speaker_selection_method="round_robin"
-    )
-    manager = CheckpointingGroupChatManager(
-        checkpoint_manager=CheckpointManager(confined.root / "session"),
-        groupchat=groupchat,
-        name="chat_manager",
-        llm_config=False,
-    )
-    user.initiate_chat(manager, message="start")
-    cm = manager.checkpoint_manager
+    cm = _run_chat(confined, [plain_agent("user", "user: ok"), talker], "start", max_round=4)
     ids = cm.list_checkpoints()
-    assert len(ids) == len(groupchat.messages) + 2  # start, one per message, end: no save failed
+    assert len(ids) == 4 + 2  # start, one per message, end: no save failed
     for checkpoint_id in ids:
         cm.load_checkpoint(checkpoint_id)
     result = CheckpointRestorer().continue_from(cm.checkpoint_path(ids[2]), max_rounds=1)
@@ -273,18 +271,7 @@ def _code_chat(confined: Confined, work_dir: str, max_round: int) -> CheckpointM
         code_execution_config={"work_dir": work_dir, "use_docker": False},
         default_auto_reply="executor: no code",
     )
-    user = plain_agent("user", "user: thanks")
-    groupchat = GroupChat(
-        agents=[user, executor], messages=[], max_round=max_round, speaker_selection_method="round_robin"
-    )
-    manager = CheckpointingGroupChatManager(
-        checkpoint_manager=CheckpointManager(confined.root / "session"),
-        groupchat=groupchat,
-        name="chat_manager",
-        llm_config=False,
-    )
-    user.initiate_chat(manager, message=CODE)
-    return manager.checkpoint_manager
+    return _run_chat(confined, [plain_agent("user", "user: thanks"), executor], CODE, max_round)
 
 
 def test_continuation_runs_code_in_its_own_work_directory(confined: Confined) -> None:
@@ -320,18 +307,8 @@ def test_a_relative_session_path_never_redirects_code_into_the_cwd(confined: Con
 
 
 def test_endpoints_of_factory_agents_are_listed_never_refused(confined: Confined) -> None:
-    user, writer = plain_agent("user", "user: go on"), plain_agent("writer", "writer: done")
-    groupchat = GroupChat(
-        agents=[user, writer], messages=[], max_round=2, speaker_selection_method="round_robin"
-    )
-    manager = CheckpointingGroupChatManager(
-        checkpoint_manager=CheckpointManager(confined.root / "session"),
-        groupchat=groupchat,
-        name="chat_manager",
-        llm_config=False,
-    )
-    user.initiate_chat(manager, message="hello")
-    cm = manager.checkpoint_manager
+    agents = [plain_agent("user", "user: go on"), plain_agent("writer", "writer: done")]
+    cm = _run_chat(confined, agents, "hello", max_round=2)
     own = {
         "config_list": [{"model": "gpt-4o-mini", "api_key": USER_KEY, "base_url": "http://127.0.0.1:9/v1"}]
     }
