@@ -95,8 +95,8 @@ class Chat:
 def fill(
     store: FileSessionStore, chat: Chat, steps: range, *, wait_for_files: bool = True
 ) -> list[tuple[str, CheckpointData]]:
-    """Save one checkpoint per step; by default each record file is waited for (``path_of``), otherwise
-    nothing is looked up on disk (a lookup would wait for the writer process)."""
+    """Save one checkpoint per step; by default each record file is created at once (``path_of`` creates
+    the writer's pending files), otherwise they wait for the next flush or close."""
     saved = []
     for step in steps:
         chat.say(step)
