@@ -278,7 +278,7 @@ class CheckpointManager:
         """Write a session document; a failure is kept for a later try, then raised or warned about per
         ``on_save_error`` (``quiet``: neither, the caller reports the failure it is handling)."""
         try:
-            self.store.write_document(name, value)
+            self._store_document(name, value)
         except CheckpointError as exc:
             self._unwritten[name] = value
             if quiet:
@@ -293,7 +293,10 @@ class CheckpointManager:
                 stacklevel=3,
             )
             logger.warning("session document %s not written: %s", name, exc)
-            return
+
+    def _store_document(self, name: str, value: Any) -> None:
+        """Write a session document to the store and note that it is written (``CheckpointError`` if not)."""
+        self.store.write_document(name, value)
         self._unwritten.pop(name, None)
         if name == SESSION_METADATA:
             self._metadata_written_at = time.monotonic()
@@ -307,12 +310,9 @@ class CheckpointManager:
             else:
                 value = self._unwritten[name]
             try:
-                self.store.write_document(name, value)
+                self._store_document(name, value)
             except CheckpointError as exc:
                 return exc
-            del self._unwritten[name]
-            if name == SESSION_METADATA:
-                self._metadata_written_at = time.monotonic()
         return None
 
     def update_session_metadata(self, **fields: Any) -> None:

@@ -369,13 +369,25 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise _database_error(exc, "cannot open the SQLite store", self._url, self.path) from exc
 
+    @contextlib.contextmanager
+    def _closed_on_failure(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """Close ``conn`` if setting it up fails; an SQLite failure becomes a ``CheckpointError``."""
+        try:
+            yield
+        except _SQLITE_FAILURES as exc:
+            conn.close()
+            raise _database_error(exc, "cannot open the SQLite store", self._url, self.path) from exc
+        except BaseException:
+            conn.close()
+            raise
+
     def _open_reader(self) -> sqlite3.Connection:
         if not self._exists():
             if not self.create:
                 raise self._missing("the database file does not exist")
             self.writer()  # creates the file and its schema
         conn = self._connect("ro")
-        try:
+        with self._closed_on_failure(conn):
             found, version = _schema_of(conn)
             if not found:
                 if not self.create:
@@ -383,12 +395,6 @@ class SqliteStore:
                 self.writer()  # creates the schema
                 found, version = _schema_of(conn)
             check_schema_version(version, SCHEMA_VERSION, where=self._url)
-        except _SQLITE_FAILURES as exc:
-            conn.close()
-            raise _database_error(exc, "cannot open the SQLite store", self._url, self.path) from exc
-        except BaseException:
-            conn.close()
-            raise
         return conn
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -402,7 +408,7 @@ class SqliteStore:
                     exc, "cannot create the SQLite store's directory", self._url, writing=True
                 ) from exc
         conn = self._connect("rwc" if self.create else "rw")
-        try:
+        with self._closed_on_failure(conn):
             conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")  # only takes effect in a new file
             found, version = _schema_of(conn)  # before anything is written: a foreign file stays as it is
             if found:
@@ -413,12 +419,6 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             if not found:
                 self._create_schema(conn)
-        except _SQLITE_FAILURES as exc:
-            conn.close()
-            raise _database_error(exc, "cannot open the SQLite store", self._url, self.path) from exc
-        except BaseException:
-            conn.close()
-            raise
         return conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
