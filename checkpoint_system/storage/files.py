@@ -252,7 +252,6 @@ def export_checkpoint(data: CheckpointData, path: str | Path, *, fsync: bool = F
 
 # -- the commit file: one hash-chained line per committed checkpoint --------------------------------------
 
-_EMPTY_SHA = hashlib.sha256(b"").hexdigest()
 #: Seed of the chain: the hash the first line continues.
 _CHAIN_SEED = hashlib.sha256(b"checkpoint_system committed.jsonl").hexdigest().encode()
 _CHAIN_KEY = b',"c":"'
@@ -450,8 +449,8 @@ class FileSessionStore:
                 os.ftruncate(log_fd, size)
             if commits.commits:  # a continuation's log goes on from its parent's state
                 self._base = commits.commits[0].record.get("base")
-            probe = {"base": self._base, "log": {"file": LOG_FILE, "size": 0, "sha256": _EMPTY_SHA}}
-            replay = _base_replay(probe, self.checkpoint_dir / COMMIT_FILE, 0) or LogReplay()
+            # the parent's state this session's log goes on from (only ``base`` of a record is read)
+            replay = _base_replay({"base": self._base}, self.checkpoint_dir / COMMIT_FILE, 0) or LogReplay()
             replay.apply_bytes(log[:size], path=str(self.checkpoint_dir / LOG_FILE))
             encoder = DeltaEncoder()
             encoder.load_state(replay)
